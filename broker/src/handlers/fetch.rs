@@ -1,0 +1,141 @@
+//! Fetch: read file regions from partition logs, long-polling until `min_bytes` arrive
+//! or `max_wait_ms` passes. Sessions (KIP-227) are not kept: every response carries
+//! session id 0, which tells clients to send full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::tn;
+use crate::broker::Broker;
+use crate::log::LogError;
+
+fn partition_error(index: i32, code: i16) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_aborted_transactions(None)
+        .with_records(Some(Bytes::new()))
+}
+
+/// One pass over the requested partitions: the response and the record bytes in it.
+fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let by_id = version >= 13;
+    let read_committed = req.isolation_level == 1;
+    let mut remaining = if req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for ft in &req.topics {
+        let topic = if by_id {
+            broker.topic_by_id(&ft.topic_id)
+        } else {
+            broker.topic(ft.topic.0.as_str())
+        };
+        let mut partitions = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let Some(partition) = topic.as_ref().and_then(|t| {
+                usize::try_from(fp.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            }) else {
+                any_error = true;
+                let code = if by_id {
+                    ResponseError::UnknownTopicId.code()
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+                partitions.push(partition_error(fp.partition, code));
+                continue;
+            };
+            let (slice, hw, start) = {
+                let log = partition.log();
+                let max = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+                let slice = log.read(fp.fetch_offset, max, total == 0);
+                (slice, log.log_end_offset(), log.log_start_offset())
+            };
+            let mut data = PartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(start)
+                .with_aborted_transactions(if read_committed { Some(vec![]) } else { None })
+                .with_records(Some(Bytes::new()));
+            match slice {
+                Ok(Some(s)) => match s.read() {
+                    Ok(bytes) => {
+                        total += bytes.len();
+                        remaining = remaining.saturating_sub(bytes.len());
+                        data = data.with_records(Some(bytes));
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %partition.topic, partition = fp.partition, "read failed: {e}");
+                        any_error = true;
+                        data = data.with_error_code(ResponseError::KafkaStorageError.code());
+                    }
+                },
+                Ok(None) => {}
+                Err(LogError::OffsetOutOfRange { .. }) => {
+                    any_error = true;
+                    data = data.with_error_code(ResponseError::OffsetOutOfRange.code());
+                }
+                Err(e) => {
+                    tracing::error!(topic = %partition.topic, partition = fp.partition, "read failed: {e}");
+                    any_error = true;
+                    data = data.with_error_code(ResponseError::KafkaStorageError.code());
+                }
+            }
+            partitions.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(if by_id { tn("") } else { ft.topic.clone() })
+                .with_topic_id(ft.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        any_error,
+    )
+}
+
+/// Answers Fetch.
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+    if req.session_id != 0 {
+        // We never hand out sessions, so a client naming one has a stale id.
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    let wait_ms = (req.max_wait_ms.max(0) as i64).min(broker.config.fetch_max_wait_cap_ms);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    loop {
+        // Register for wake-ups before reading, so an append in between is not missed.
+        let notified = broker.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (resp, bytes, any_error) = read_once(broker, &req, version);
+        if bytes >= min_bytes || any_error || wait_ms == 0 || req.topics.is_empty() {
+            return resp;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return resp;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return read_once(broker, &req, version).0;
+            }
+        }
+    }
+}

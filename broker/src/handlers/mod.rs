@@ -1,0 +1,153 @@
+//! One file per Kafka API. Each handler is a function from the broker and a typed
+//! request to a typed response; `server` does the framing.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+
+/// The APIs Runnel implements and the versions it advertises: Apache Kafka 4.x's ranges
+/// (see docs/reference/kafka-4-api-versions.txt). Produce v0-2 are advertised, as Kafka 4
+/// does for old librdkafka feature detection, and refused when used.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 13),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+/// The advertised range for `key`, if implemented.
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// Whether a request at `version` can be decoded and served (Produce v0-2 cannot).
+pub fn servable(key: ApiKey, version: i16) -> bool {
+    match supported_range(key) {
+        Some((lo, hi)) => {
+            version >= lo && version <= hi && !(key == ApiKey::Produce && version < 3)
+        }
+        None => false,
+    }
+}
+
+/// Routes a decoded request to its handler. `None` means no response is sent
+/// (Produce with acks=0).
+pub async fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Option<ResponseKind> {
+    Some(match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version).await),
+        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, r, version).await?),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(broker, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, r, version).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, r, version))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs::handle(broker, r).await,
+        ),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, r))
+        }
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(broker, r)),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, r))
+        }
+        other => {
+            // `servable` keeps unimplemented APIs from reaching here.
+            tracing::warn!("no handler for {:?}", std::mem::discriminant(&other));
+            return None;
+        }
+    })
+}
+
+/// `&str` → protocol string.
+pub fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// `&str` → topic name.
+pub fn tn(s: &str) -> TopicName {
+    TopicName(sb(s))
+}
+
+/// Kafka's ACL operation codes, as bit positions in `*_authorized_operations`.
+pub mod acl_ops {
+    /// READ.
+    pub const READ: i32 = 3;
+    /// WRITE.
+    pub const WRITE: i32 = 4;
+    /// CREATE.
+    pub const CREATE: i32 = 5;
+    /// DELETE.
+    pub const DELETE: i32 = 6;
+    /// ALTER.
+    pub const ALTER: i32 = 7;
+    /// DESCRIBE.
+    pub const DESCRIBE: i32 = 8;
+    /// CLUSTER_ACTION.
+    pub const CLUSTER_ACTION: i32 = 9;
+    /// DESCRIBE_CONFIGS.
+    pub const DESCRIBE_CONFIGS: i32 = 10;
+    /// ALTER_CONFIGS.
+    pub const ALTER_CONFIGS: i32 = 11;
+    /// IDEMPOTENT_WRITE.
+    pub const IDEMPOTENT_WRITE: i32 = 12;
+
+    /// Bit mask of the given operations.
+    pub fn mask(ops: &[i32]) -> i32 {
+        ops.iter().fold(0, |m, op| m | (1 << op))
+    }
+
+    /// Everything an unauthenticated user may do to a topic (no ACLs yet).
+    pub fn topic_all() -> i32 {
+        mask(&[READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS])
+    }
+
+    /// Everything on the cluster resource.
+    pub fn cluster_all() -> i32 {
+        mask(&[CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE])
+    }
+
+    /// Sentinel for "not requested".
+    pub const NOT_REQUESTED: i32 = i32::MIN;
+}

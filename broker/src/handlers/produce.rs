@@ -1,0 +1,135 @@
+//! Produce: validate batches, append them, fsync when `flush.messages`/`flush.ms` ask,
+//! and answer with base offsets (no answer at all for acks=0).
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{sb, tn};
+use crate::broker::{Broker, now_ms};
+use crate::log::LogError;
+use crate::partition::{Partition, batch_error_code};
+
+fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(|m| sb(&m)))
+}
+
+/// Answers Produce; `None` for acks=0.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let by_id = version >= 13;
+    let mut topics = Vec::new();
+    let mut to_flush: Vec<Arc<Partition>> = Vec::new();
+    let mut appended_any = false;
+    for td in req.topic_data {
+        let topic = if by_id {
+            broker.topic_by_id(&td.topic_id)
+        } else {
+            broker.topic(td.name.0.as_str())
+        };
+        let unknown_code = if by_id {
+            ResponseError::UnknownTopicId.code()
+        } else {
+            ResponseError::UnknownTopicOrPartition.code()
+        };
+        let mut partitions = Vec::new();
+        for pd in td.partition_data {
+            if !matches!(acks, -1..=1) {
+                partitions.push(error(
+                    pd.index,
+                    ResponseError::InvalidRequiredAcks.code(),
+                    Some(format!("acks must be -1, 0 or 1, got {acks}")),
+                ));
+                continue;
+            }
+            let Some(partition) = topic
+                .as_ref()
+                .and_then(|t| usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i)))
+            else {
+                partitions.push(error(pd.index, unknown_code, None));
+                continue;
+            };
+            let Some(records) = pd.records else {
+                partitions.push(error(
+                    pd.index,
+                    ResponseError::InvalidRecord.code(),
+                    Some("produce request has null records".into()),
+                ));
+                continue;
+            };
+            match partition.append_records(&records, now_ms()) {
+                Ok(info) => {
+                    appended_any = true;
+                    let start = partition.log().log_start_offset();
+                    if partition.log().needs_flush(now_ms()) {
+                        to_flush.push(partition.clone());
+                    }
+                    partitions.push(
+                        PartitionProduceResponse::default()
+                            .with_index(pd.index)
+                            .with_base_offset(info.first_offset)
+                            .with_log_append_time_ms(info.log_append_time)
+                            .with_log_start_offset(start),
+                    );
+                }
+                Err(LogError::Batch(e)) => {
+                    tracing::debug!(topic = %partition.topic, partition = pd.index, "rejected batch: {e}");
+                    partitions.push(error(pd.index, batch_error_code(&e), Some(e.to_string())));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %partition.topic, partition = pd.index, "append failed: {e}");
+                    partitions.push(error(
+                        pd.index,
+                        ResponseError::KafkaStorageError.code(),
+                        Some(e.to_string()),
+                    ));
+                }
+            }
+        }
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(if by_id { tn("") } else { td.name })
+                .with_topic_id(td.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+    if appended_any {
+        broker.appended.notify_waiters();
+    }
+    // fsync (flush.messages / flush.ms) before acknowledging; concurrent producers to the
+    // same partition share one fsync (group commit).
+    for p in to_flush {
+        let target = p.log().flush_target();
+        let res = tokio::task::spawn_blocking(move || target.sync().map(|_| target.up_to)).await;
+        match res {
+            Ok(Ok(up_to)) => p.log().mark_flushed(up_to, now_ms()),
+            Ok(Err(e)) => {
+                tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");
+                for t in topics.iter_mut() {
+                    for r in t.partition_responses.iter_mut() {
+                        if r.index == p.index && r.error_code == 0 {
+                            r.error_code = ResponseError::KafkaStorageError.code();
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!("fsync task failed: {e}"),
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(topics))
+}

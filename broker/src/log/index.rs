@@ -1,0 +1,385 @@
+//! Sparse indexes beside each segment, in Kafka's file formats.
+//!
+//! `.index`: 8-byte entries (offset relative to the segment base as u32, file position
+//! as u32), where the offset is the *last* offset of the batch starting at that position.
+//! `.timeindex`: 12-byte entries (timestamp i64, relative offset u32), timestamps
+//! strictly increasing. Both are big-endian, as Kafka writes them.
+//!
+//! The active segment keeps its entries in memory as well; closed segments are searched
+//! on disk with positioned reads, so memory does not grow with the log.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Entry width of `.index`.
+pub const OFFSET_ENTRY: u64 = 8;
+/// Entry width of `.timeindex`.
+pub const TIME_ENTRY: u64 = 12;
+
+/// A file of fixed-width entries searched by binary search.
+#[derive(Debug)]
+struct EntryFile {
+    path: PathBuf,
+    file: File,
+    width: u64,
+    entries: u64,
+    cache: Option<Vec<u8>>,
+}
+
+impl EntryFile {
+    fn open(path: &Path, width: u64, truncate: bool) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(truncate)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        // A torn last entry (crash mid-write) is dropped.
+        let entries = len / width;
+        if len % width != 0 {
+            file.set_len(entries * width)?;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            width,
+            entries,
+            cache: None,
+        })
+    }
+
+    fn load_cache(&mut self) -> io::Result<()> {
+        let mut buf = vec![0u8; (self.entries * self.width) as usize];
+        self.file.read_exact_at(&mut buf, 0)?;
+        self.cache = Some(buf);
+        Ok(())
+    }
+
+    fn entry(&self, i: u64) -> io::Result<Vec<u8>> {
+        let w = self.width as usize;
+        if let Some(c) = &self.cache {
+            return Ok(c[i as usize * w..(i as usize + 1) * w].to_vec());
+        }
+        let mut buf = vec![0u8; w];
+        self.file.read_exact_at(&mut buf, i * self.width)?;
+        Ok(buf)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(bytes, self.entries * self.width)?;
+        self.entries += 1;
+        if let Some(c) = &mut self.cache {
+            c.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// Index of the last entry whose key (decoded by `key`) is <= `target`.
+    fn floor(&self, target: i64, key: impl Fn(&[u8]) -> i64) -> io::Result<Option<u64>> {
+        if self.entries == 0 {
+            return Ok(None);
+        }
+        let (mut lo, mut hi) = (0u64, self.entries);
+        // invariant: entries [0, lo) have key <= target; [hi, n) have key > target
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if key(&self.entry(mid)?) <= target {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(if lo == 0 { None } else { Some(lo - 1) })
+    }
+
+    fn reset(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.entries = 0;
+        if self.cache.is_some() {
+            self.cache = Some(Vec::new());
+        }
+        Ok(())
+    }
+}
+
+/// `.index`: relative offset → file position.
+#[derive(Debug)]
+pub struct OffsetIndex {
+    base_offset: i64,
+    inner: EntryFile,
+}
+
+impl OffsetIndex {
+    /// Opens (or creates) the index; `truncate` starts it empty (for a rebuild).
+    pub fn open(path: &Path, base_offset: i64, truncate: bool) -> io::Result<Self> {
+        Ok(Self {
+            base_offset,
+            inner: EntryFile::open(path, OFFSET_ENTRY, truncate)?,
+        })
+    }
+
+    /// Keeps entries in memory too (the active segment).
+    pub fn cache(&mut self) -> io::Result<()> {
+        self.inner.load_cache()
+    }
+
+    /// Drops the in-memory copy (the segment stopped being active).
+    pub fn uncache(&mut self) {
+        self.inner.cache = None;
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.inner.entries
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.inner.entries == 0
+    }
+
+    /// Adds an entry for the batch at `position` whose last offset is `offset`.
+    pub fn append(&mut self, offset: i64, position: u64) -> io::Result<()> {
+        let mut e = [0u8; 8];
+        e[0..4].copy_from_slice(&((offset - self.base_offset) as u32).to_be_bytes());
+        e[4..8].copy_from_slice(&(position as u32).to_be_bytes());
+        self.inner.append(&e)
+    }
+
+    fn decode(e: &[u8]) -> (u32, u32) {
+        (
+            u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+            u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+        )
+    }
+
+    /// The entry `i` as (absolute offset, position).
+    pub fn entry(&self, i: u64) -> io::Result<(i64, u64)> {
+        let (rel, pos) = Self::decode(&self.inner.entry(i)?);
+        Ok((self.base_offset + rel as i64, pos as u64))
+    }
+
+    /// The position to start scanning from to find `offset`: the position of the last
+    /// indexed batch that ends at or before `offset`, or 0.
+    pub fn lookup(&self, offset: i64) -> io::Result<u64> {
+        let target = offset - self.base_offset;
+        let found = self
+            .inner
+            .floor(target, |e| Self::decode(e).0 as i64)?;
+        match found {
+            Some(i) => Ok(self.entry(i)?.1),
+            None => Ok(0),
+        }
+    }
+
+    /// The last entry, if any.
+    pub fn last(&self) -> io::Result<Option<(i64, u64)>> {
+        if self.inner.entries == 0 {
+            return Ok(None);
+        }
+        self.entry(self.inner.entries - 1).map(Some)
+    }
+
+    /// Removes every entry.
+    pub fn reset(&mut self) -> io::Result<()> {
+        self.inner.reset()
+    }
+
+    /// Drops entries pointing at or past `position` (after a log truncation).
+    pub fn truncate_to_position(&mut self, position: u64) -> io::Result<()> {
+        let mut keep = self.inner.entries;
+        while keep > 0 && self.entry(keep - 1)?.1 >= position {
+            keep -= 1;
+        }
+        self.inner.file.set_len(keep * OFFSET_ENTRY)?;
+        self.inner.entries = keep;
+        if let Some(c) = &mut self.inner.cache {
+            c.truncate((keep * OFFSET_ENTRY) as usize);
+        }
+        Ok(())
+    }
+
+    /// fsyncs the file.
+    pub fn flush(&self) -> io::Result<()> {
+        self.inner.file.sync_data()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+/// `.timeindex`: timestamp → relative offset, timestamps increasing.
+#[derive(Debug)]
+pub struct TimeIndex {
+    base_offset: i64,
+    inner: EntryFile,
+    last: Option<(i64, i64)>,
+}
+
+impl TimeIndex {
+    /// Opens (or creates) the time index.
+    pub fn open(path: &Path, base_offset: i64, truncate: bool) -> io::Result<Self> {
+        let inner = EntryFile::open(path, TIME_ENTRY, truncate)?;
+        let mut t = Self {
+            base_offset,
+            inner,
+            last: None,
+        };
+        if t.inner.entries > 0 {
+            t.last = Some(t.entry(t.inner.entries - 1)?);
+        }
+        Ok(t)
+    }
+
+    fn decode(&self, e: &[u8]) -> (i64, i64) {
+        let ts = i64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+        let rel = u32::from_be_bytes([e[8], e[9], e[10], e[11]]);
+        (ts, self.base_offset + rel as i64)
+    }
+
+    /// Entry `i` as (timestamp, absolute offset).
+    pub fn entry(&self, i: u64) -> io::Result<(i64, i64)> {
+        let e = self.inner.entry(i)?;
+        Ok(self.decode(&e))
+    }
+
+    /// Keeps entries in memory too (the active segment).
+    pub fn cache(&mut self) -> io::Result<()> {
+        self.inner.load_cache()
+    }
+
+    /// Drops the in-memory copy.
+    pub fn uncache(&mut self) {
+        self.inner.cache = None;
+    }
+
+    /// The last entry (timestamp, offset).
+    pub fn last(&self) -> Option<(i64, i64)> {
+        self.last
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.inner.entries
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.inner.entries == 0
+    }
+
+    /// Appends an entry if `timestamp` is larger than the last one.
+    pub fn maybe_append(&mut self, timestamp: i64, offset: i64) -> io::Result<()> {
+        if let Some((ts, off)) = self.last
+            && (timestamp <= ts || offset < off)
+        {
+            return Ok(());
+        }
+        let mut e = [0u8; 12];
+        e[0..8].copy_from_slice(&timestamp.to_be_bytes());
+        e[8..12].copy_from_slice(&((offset - self.base_offset) as u32).to_be_bytes());
+        self.inner.append(&e)?;
+        self.last = Some((timestamp, offset));
+        Ok(())
+    }
+
+    /// The offset to start a search for `timestamp` from: the offset of the last entry
+    /// with a smaller-or-equal timestamp, or the segment base.
+    pub fn lookup(&self, timestamp: i64) -> io::Result<i64> {
+        let base = self.base_offset;
+        let found = self.inner.floor(timestamp, |e| {
+            i64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]])
+        })?;
+        match found {
+            Some(i) => Ok(self.entry(i)?.1),
+            None => Ok(base),
+        }
+    }
+
+    /// Removes every entry.
+    pub fn reset(&mut self) -> io::Result<()> {
+        self.last = None;
+        self.inner.reset()
+    }
+
+    /// fsyncs the file.
+    pub fn flush(&self) -> io::Result<()> {
+        self.inner.file.sync_data()
+    }
+
+    /// Drops entries whose offset is at or past `offset`.
+    pub fn truncate_to_offset(&mut self, offset: i64) -> io::Result<()> {
+        let mut keep = self.inner.entries;
+        while keep > 0 && self.entry(keep - 1)?.1 >= offset {
+            keep -= 1;
+        }
+        self.inner.file.set_len(keep * TIME_ENTRY)?;
+        self.inner.entries = keep;
+        if let Some(c) = &mut self.inner.cache {
+            c.truncate((keep * TIME_ENTRY) as usize);
+        }
+        self.last = if keep > 0 {
+            Some(self.entry(keep - 1)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_index_lookup_finds_floor_entry_cached_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.index");
+        let mut idx = OffsetIndex::open(&p, 100, true).unwrap();
+        idx.cache().unwrap();
+        for (i, off) in [105i64, 110, 120].iter().enumerate() {
+            idx.append(*off, (i as u64 + 1) * 4096).unwrap();
+        }
+        for cached in [true, false] {
+            if !cached {
+                idx = OffsetIndex::open(&p, 100, false).unwrap();
+            }
+            assert_eq!(idx.lookup(100).unwrap(), 0);
+            assert_eq!(idx.lookup(105).unwrap(), 4096);
+            assert_eq!(idx.lookup(119).unwrap(), 8192);
+            assert_eq!(idx.lookup(500).unwrap(), 12288);
+        }
+        idx.truncate_to_position(8192).unwrap();
+        assert_eq!(idx.len(), 1);
+    }
+
+    #[test]
+    fn time_index_only_grows_and_finds_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = TimeIndex::open(&dir.path().join("0.timeindex"), 0, true).unwrap();
+        t.maybe_append(10, 1).unwrap();
+        t.maybe_append(5, 2).unwrap(); // not larger: ignored
+        t.maybe_append(20, 3).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.lookup(9).unwrap(), 0);
+        assert_eq!(t.lookup(15).unwrap(), 1);
+        assert_eq!(t.lookup(25).unwrap(), 3);
+        let reopened = TimeIndex::open(&dir.path().join("0.timeindex"), 0, false).unwrap();
+        assert_eq!(reopened.last(), Some((20, 3)));
+    }
+
+    #[test]
+    fn a_torn_index_entry_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.index");
+        std::fs::write(&p, [0u8; 13]).unwrap();
+        let idx = OffsetIndex::open(&p, 0, false).unwrap();
+        assert_eq!(idx.len(), 1);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 8);
+    }
+}

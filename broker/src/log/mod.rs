@@ -1,0 +1,565 @@
+//! The partition log: a directory of segments in Kafka's on-disk layout.
+//!
+//! ```text
+//! <log.dir>/<topic>-<partition>/
+//!     00000000000000000000.log        record batches v2, byte-for-byte as produced
+//!     00000000000000000000.index      sparse offset -> position
+//!     00000000000000000000.timeindex  sparse timestamp -> offset
+//!     leader-epoch-checkpoint, partition.metadata
+//! ```
+//!
+//! [`Log`] is plain data plus functions: the partition wraps it in a mutex, appends under
+//! it, and hands readers a file region ([`ReadSlice`]) to read after the lock is released.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod index;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::{TimestampType, TopicConfig};
+use batch::{BatchError, BatchHeader, ValidatedBatch};
+use segment::{RecoveryOutcome, Segment};
+
+/// Errors from log operations.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Disk I/O failed.
+    #[error("log i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The offset is outside `[log_start_offset, log_end_offset]`.
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        /// Requested offset.
+        offset: i64,
+        /// Log start offset.
+        start: i64,
+        /// Log end offset.
+        end: i64,
+    },
+    /// A batch was rejected.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record.
+    pub first_offset: i64,
+    /// Offset given to the last record.
+    pub last_offset: i64,
+    /// The broker time stamped into the batches with LogAppendTime, else -1.
+    pub log_append_time: i64,
+}
+
+/// A region of a segment file holding whole batches (the last may be partial when
+/// `max_bytes` cut it, as in Kafka).
+#[derive(Debug, Clone)]
+pub struct ReadSlice {
+    /// The segment file.
+    pub file: Arc<File>,
+    /// Start position.
+    pub position: u64,
+    /// Length in bytes (0: nothing to return).
+    pub len: usize,
+}
+
+impl ReadSlice {
+    /// Reads the region into memory.
+    pub fn read(&self) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; self.len];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// Files to fsync and the offset they cover, taken under the lock, synced outside it.
+#[derive(Debug)]
+pub struct FlushTarget {
+    /// Segment files with unflushed data.
+    pub files: Vec<Arc<File>>,
+    /// Everything below this offset is durable once the files are synced.
+    pub up_to: i64,
+}
+
+impl FlushTarget {
+    /// fsyncs every file.
+    pub fn sync(&self) -> io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Offsets that survive restarts through checkpoint files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogCheckpoints {
+    /// Everything below this offset was fsynced.
+    pub recovery_point: i64,
+    /// The log start offset (moved by retention and DeleteRecords).
+    pub log_start_offset: i64,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: TopicConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    unflushed_messages: i64,
+    last_flush_ms: i64,
+    /// Rolled segments whose data is not yet fsynced.
+    pending_flush: Vec<Arc<File>>,
+    leader_epoch: i32,
+}
+
+impl Log {
+    /// Opens the log in `dir` (creating it if new). After an unclean shutdown
+    /// (`clean == false`) every segment from the one holding the recovery point on is
+    /// validated and truncated at the first invalid batch; later segments are dropped.
+    pub fn open(
+        dir: &Path,
+        config: TopicConfig,
+        checkpoints: LogCheckpoints,
+        clean: bool,
+        now_ms: i64,
+    ) -> Result<(Self, Vec<RecoveryOutcome>), LogError> {
+        std::fs::create_dir_all(dir)?;
+        let mut bases: Vec<i64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let stem = name.strip_suffix(".log")?;
+                (stem.len() == 20).then(|| stem.parse::<i64>().ok())?
+            })
+            .collect();
+        bases.sort_unstable();
+        // Stray index files of segments whose log is gone are removed.
+        for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            for suffix in [".index", ".timeindex"] {
+                if let Some(stem) = name.strip_suffix(suffix)
+                    && let Ok(b) = stem.parse::<i64>()
+                    && !bases.contains(&b)
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let interval = config.index_interval_bytes.max(0) as u64;
+        let mut segments = BTreeMap::new();
+        let mut outcomes = Vec::new();
+        let recover_from = bases
+            .iter()
+            .rev()
+            .find(|b| **b <= checkpoints.recovery_point)
+            .copied()
+            .unwrap_or(i64::MIN);
+        let mut cut = false;
+        for base in bases {
+            if cut {
+                // Everything after a truncated segment is unreachable: drop it.
+                let (seg, _) = Segment::open(dir, base, false, interval, now_ms)?;
+                seg.delete()?;
+                continue;
+            }
+            let recover = !clean && base >= recover_from;
+            let (seg, outcome) = Segment::open(dir, base, recover, interval, now_ms)?;
+            if outcome.truncated_bytes > 0 {
+                cut = true;
+            }
+            if let Some(prev) = segments.values().last().map(|s: &Segment| s.next_offset())
+                && seg.base_offset < prev
+            {
+                seg.delete()?;
+                continue;
+            }
+            outcomes.push(outcome);
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            let base = checkpoints.log_start_offset.max(0);
+            segments.insert(base, Segment::create(dir, base, now_ms)?);
+        }
+        if let Some(active) = segments.values_mut().last() {
+            active.make_active()?;
+        }
+        let mut log = Self {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: 0,
+            recovery_point: 0,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+            pending_flush: Vec::new(),
+            leader_epoch: 0,
+        };
+        let first_base = log.segments.keys().next().copied().unwrap_or(0);
+        let end = log.log_end_offset();
+        log.log_start_offset = checkpoints.log_start_offset.max(first_base).min(end);
+        log.recovery_point = checkpoints.recovery_point.min(end);
+        if clean {
+            log.recovery_point = end;
+        }
+        Ok((log, outcomes))
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    /// Directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The effective topic config.
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// Replaces the config (dynamic topic config change).
+    pub fn set_config(&mut self, config: TopicConfig) {
+        self.config = config;
+    }
+
+    /// Offset the next record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    /// First offset still readable.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Everything below is fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size()).sum()
+    }
+
+    /// Base offsets of all segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// Appends validated batches from `payload`, assigning offsets.
+    pub fn append(
+        &mut self,
+        payload: &Bytes,
+        batches: &[ValidatedBatch],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let first_offset = self.log_end_offset();
+        let log_append = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let total_records: i64 = batches
+            .iter()
+            .map(|b| b.header.last_offset_delta as i64 + 1)
+            .sum();
+        self.maybe_roll(payload.len() as u64, total_records, now_ms)?;
+        let mut buf = payload.to_vec();
+        let mut headers: Vec<BatchHeader> = Vec::with_capacity(batches.len());
+        let mut next = first_offset;
+        for vb in batches {
+            let size = vb.header.total_size();
+            let slice = &mut buf[vb.start..vb.start + size];
+            batch::patch_offsets(slice, next, self.leader_epoch);
+            if log_append {
+                batch::stamp_log_append_time(slice, now_ms);
+            }
+            let mut h = vb.header;
+            h.base_offset = next;
+            h.partition_leader_epoch = self.leader_epoch;
+            if log_append {
+                h.max_timestamp = now_ms;
+                h.attributes |= 0x08;
+            }
+            next = h.last_offset() + 1;
+            headers.push(h);
+        }
+        let interval = self.config.index_interval_bytes.max(0) as u64;
+        self.active_mut().append(&buf, &headers, interval)?;
+        self.unflushed_messages += total_records;
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: next - 1,
+            log_append_time: if log_append { now_ms } else { -1 },
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, records: i64, now_ms: i64) -> Result<(), LogError> {
+        let cfg_bytes = self.config.segment_bytes.max(1) as u64;
+        let seg_ms = self.config.segment_ms;
+        let active = self.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let full = active.size() + incoming > cfg_bytes;
+        let old = now_ms - active.created_ms >= seg_ms;
+        let offset_overflow =
+            self.log_end_offset() + records - active.base_offset > i32::MAX as i64;
+        if full || old || offset_overflow {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at the log end offset.
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let base = self.log_end_offset();
+        if self.active().base_offset == base {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let old = self.active_mut();
+        old.close_active()?;
+        let file = old.file();
+        self.pending_flush.push(file);
+        self.segments.insert(base, Segment::create(&dir, base, now_ms)?);
+        Ok(())
+    }
+
+    /// Where to read `offset` from, up to `max_bytes` (at least one whole batch when
+    /// `min_one_batch`, as KIP-74 asks for the first partition of a fetch).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Option<ReadSlice>, LogError> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end,
+            });
+        }
+        if offset == end {
+            return Ok(None);
+        }
+        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(
+            self.segments
+                .range(offset.saturating_add(1)..)
+                .map(|(k, v)| (k, v)),
+        ) {
+            let Some(pos) = seg.position_of(offset)? else {
+                continue;
+            };
+            let available = (seg.size() - pos) as usize;
+            let mut len = available.min(max_bytes);
+            if let Some(h) = seg.header_at(pos)? {
+                let first = h.total_size().min(available);
+                if len < first {
+                    len = if min_one_batch { first } else { 0 };
+                }
+            }
+            if len == 0 {
+                return Ok(None);
+            }
+            return Ok(Some(ReadSlice {
+                file: seg.file(),
+                position: pos,
+                len,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The first record with a timestamp at or after `ts`: (offset, timestamp).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp() < ts {
+                continue;
+            }
+            if let Some(found) = seg.find_timestamp(ts, self.log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp: (offset, timestamp).
+    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let best = self
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp() >= 0)
+            .max_by_key(|s| (s.max_timestamp(), std::cmp::Reverse(s.base_offset)));
+        match best {
+            Some(s) => Ok(s
+                .max_timestamp_record()?
+                .filter(|(o, _)| *o >= self.log_start_offset)),
+            None => Ok(None),
+        }
+    }
+
+    /// Moves the log start offset to `offset` (DeleteRecords), dropping whole segments
+    /// below it. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let end = self.log_end_offset();
+        if offset < 0 || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            self.drop_segments_below_start()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn drop_segments_below_start(&mut self) -> Result<usize, LogError> {
+        let mut dropped = 0;
+        loop {
+            let bases = self.segment_bases();
+            if bases.len() < 2 {
+                break;
+            }
+            // A segment is wholly below the start when the next one begins at or below it.
+            if bases[1] <= self.log_start_offset {
+                if let Some(seg) = self.segments.remove(&bases[0]) {
+                    seg.delete()?;
+                    dropped += 1;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`, deleting whole segments (the active
+    /// one is rolled first when it too has expired). Returns segments deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        if !self.config.cleanup_policy.split(',').any(|p| p.trim() == "delete") {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        let retention_ms = self.config.retention_ms;
+        if retention_ms >= 0 {
+            let expired = |s: &Segment| {
+                !s.is_empty() && s.max_timestamp() >= 0 && now_ms - s.max_timestamp() > retention_ms
+            };
+            if expired(self.active()) && self.segments.values().all(expired) {
+                self.roll(now_ms)?;
+            }
+            while self.segments.len() > 1 {
+                let first = self.segments.values().next().expect("non-empty");
+                if !expired(first) {
+                    break;
+                }
+                deleted += self.delete_oldest()?;
+            }
+        }
+        let retention_bytes = self.config.retention_bytes;
+        if retention_bytes >= 0 {
+            while self.segments.len() > 1 {
+                let first_size = self.segments.values().next().map(|s| s.size()).unwrap_or(0);
+                if self.size_bytes() - first_size < retention_bytes as u64 {
+                    break;
+                }
+                deleted += self.delete_oldest()?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn delete_oldest(&mut self) -> Result<usize, LogError> {
+        let Some((&base, _)) = self.segments.iter().next() else {
+            return Ok(0);
+        };
+        if let Some(seg) = self.segments.remove(&base) {
+            seg.delete()?;
+        }
+        let new_first = self.segments.keys().next().copied().unwrap_or(base);
+        self.log_start_offset = self.log_start_offset.max(new_first);
+        Ok(1)
+    }
+
+    /// Whether `flush.messages` or `flush.ms` asks for an fsync now.
+    pub fn needs_flush(&self, now_ms: i64) -> bool {
+        (self.unflushed_messages > 0
+            && (self.unflushed_messages >= self.config.flush_messages
+                || now_ms - self.last_flush_ms >= self.config.flush_ms))
+            || !self.pending_flush.is_empty()
+    }
+
+    /// What to fsync to make everything appended so far durable.
+    pub fn flush_target(&mut self) -> FlushTarget {
+        let mut files = std::mem::take(&mut self.pending_flush);
+        files.push(self.active().file());
+        FlushTarget {
+            files,
+            up_to: self.log_end_offset(),
+        }
+    }
+
+    /// Records that a [`FlushTarget`] was synced.
+    pub fn mark_flushed(&mut self, up_to: i64, now_ms: i64) {
+        if up_to > self.recovery_point {
+            self.recovery_point = up_to;
+        }
+        let end = self.log_end_offset();
+        self.unflushed_messages = if up_to >= end { 0 } else { self.unflushed_messages };
+        self.last_flush_ms = now_ms;
+    }
+
+    /// fsyncs everything now (shutdown, tests).
+    pub fn flush_all(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let target = self.flush_target();
+        target.sync()?;
+        for s in self.segments.values() {
+            s.flush()?;
+        }
+        self.mark_flushed(target.up_to, now_ms);
+        Ok(())
+    }
+
+    /// Deletes the whole log directory.
+    pub fn delete_all(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

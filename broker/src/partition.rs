@@ -1,0 +1,62 @@
+//! A partition: its log behind a mutex, and the append path's rules.
+//!
+//! On one node the leader is the whole ISR, so the high watermark is the log end offset
+//! as soon as an append returns.
+
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::log::batch::{self, BatchError};
+use crate::log::{AppendInfo, Log, LogError};
+
+/// One topic partition hosted by this broker.
+#[derive(Debug)]
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub index: i32,
+    log: Mutex<Log>,
+}
+
+impl Partition {
+    /// Wraps an opened log.
+    pub fn new(topic: String, index: i32, log: Log) -> Self {
+        Self {
+            topic,
+            index,
+            log: Mutex::new(log),
+        }
+    }
+
+    /// Locks the log. A poisoned lock (a panic while appending) is recovered: the log's
+    /// own state is updated only after each write succeeds.
+    pub fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates and appends a produce payload.
+    pub fn append_records(&self, payload: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
+        let max = self.log().config().max_message_bytes.max(0) as usize;
+        // Validation (CRC, decompression) runs before the lock is taken.
+        let batches = batch::validate_produce(payload, max).map_err(LogError::Batch)?;
+        let mut log = self.log();
+        log.append(payload, &batches, now_ms)
+    }
+
+    /// The high watermark (== log end offset on a single node).
+    pub fn high_watermark(&self) -> i64 {
+        self.log().log_end_offset()
+    }
+}
+
+/// Maps a batch error to the Kafka error code Apache Kafka returns for it.
+pub fn batch_error_code(e: &BatchError) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match e {
+        BatchError::Corrupt(_) => E::CorruptMessage.code(),
+        BatchError::Invalid(_) => E::InvalidRecord.code(),
+        BatchError::TooLarge { .. } => E::MessageTooLarge.code(),
+    }
+}

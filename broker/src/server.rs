@@ -1,0 +1,232 @@
+//! The Kafka protocol server: listeners, per-connection request loops, background
+//! maintenance, and clean shutdown.
+//!
+//! Each connection reads length-prefixed frames and answers them in order (requests may
+//! be pipelined; responses go out in request order, as Kafka guarantees). A frame that is
+//! oversized, truncated or undecodable closes that one connection with a logged reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::handlers::{self, api_versions};
+
+/// A running server.
+pub struct RunningServer {
+    /// Bound addresses, in listener order.
+    pub local_addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    broker: Arc<Broker>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets connections finish their current request, then shuts the
+    /// broker down cleanly (flush, checkpoints, clean-shutdown marker).
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => {
+                    tracing::warn!("connections still open at shutdown; closing them");
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || broker.shutdown())
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// Binds the configured listeners and starts serving.
+pub async fn start(broker: Arc<Broker>) -> std::io::Result<RunningServer> {
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut local_addrs = Vec::new();
+    for l in &broker.config.listeners {
+        let listener = TcpListener::bind(l.bind_addr()).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.bind_addr()))
+        })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(listener = %l.name, %addr, "Kafka protocol listener ready");
+        local_addrs.push(addr);
+        tasks.spawn(accept_loop(listener, broker.clone(), rx.clone()));
+    }
+    tasks.spawn(maintenance(broker.clone(), rx.clone()));
+    Ok(RunningServer {
+        local_addrs,
+        shutdown: tx,
+        tasks,
+        broker,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let span = tracing::info_span!("conn", %peer);
+                    conns.spawn(connection(stream, broker.clone(), shutdown.clone()).instrument(span));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+/// Background work: retention, `flush.ms`, checkpoints.
+async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let c = &broker.config;
+    let mut retention = tokio::time::interval(Duration::from_millis(c.log_retention_check_interval_ms as u64));
+    let mut flush = tokio::time::interval(Duration::from_millis(c.log_flush_scheduler_interval_ms as u64));
+    let mut checkpoint =
+        tokio::time::interval(Duration::from_millis(c.log_flush_offset_checkpoint_interval_ms as u64));
+    for t in [&mut retention, &mut flush, &mut checkpoint] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+            }
+            _ = flush.tick() => broker.flush_due().await,
+            _ = checkpoint.tick() => {
+                let b = broker.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.write_checkpoints()).await {
+                    tracing::error!("writing checkpoints failed: {e}");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Why a connection was closed by the broker.
+#[derive(Debug, thiserror::Error)]
+enum CloseReason {
+    #[error("request size {0} is outside [8, socket.request.max.bytes={1}]")]
+    BadSize(i32, i64),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {1} of {0:?}")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+async fn connection(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    stream.set_nodelay(true).ok();
+    let (r, w) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, r);
+    let mut writer = BufWriter::with_capacity(64 * 1024, w);
+    let max = broker.config.socket_request_max_bytes;
+    let result: Result<(), CloseReason> = async {
+        loop {
+            let size = tokio::select! {
+                s = reader.read_i32() => match s {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                },
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if size < 8 || size as i64 > max {
+                return Err(CloseReason::BadSize(size, max));
+            }
+            let mut frame = vec![0u8; size as usize];
+            reader.read_exact(&mut frame).await?;
+            let reply = handle_frame(&broker, Bytes::from(frame)).await?;
+            if let Some(bytes) = reply {
+                writer.write_all(&bytes).await?;
+            }
+            // Pipelined requests already buffered are answered before one flush.
+            if reader.buffer().is_empty() {
+                writer.flush().await?;
+            }
+        }
+    }
+    .await;
+    let _ = writer.flush().await;
+    match result {
+        Ok(()) => tracing::debug!("connection closed"),
+        Err(CloseReason::Io(e)) => tracing::debug!("connection closed: {e}"),
+        Err(reason) => tracing::warn!("closing connection: {reason}"),
+    }
+}
+
+/// Decodes one request frame, runs its handler and encodes the response frame.
+async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<Bytes>, CloseReason> {
+    let mut peek = frame.clone();
+    let api_key_raw = peek.get_i16();
+    let version = peek.get_i16();
+    let correlation_id = peek.get_i32();
+    let api_key = ApiKey::try_from(api_key_raw).map_err(|_| CloseReason::UnknownApi(api_key_raw))?;
+    if api_key == ApiKey::ApiVersions && !handlers::servable(api_key, version) && version >= 0 {
+        // KIP-511: answer a too-new ApiVersions with a v0 response listing our ranges.
+        let resp = api_versions::unsupported_version();
+        return encode_response(correlation_id, 0, 0, |buf| resp.encode(buf, 0)).map(Some);
+    }
+    if !handlers::servable(api_key, version) {
+        return Err(CloseReason::UnsupportedVersion(api_key, version));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| CloseReason::Malformed(format!("{api_key:?} v{version} header: {e}")))?;
+    let request = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| CloseReason::Malformed(format!("{api_key:?} v{version}: {e}")))?;
+    if frame.has_remaining() {
+        tracing::debug!(?api_key, version, extra = frame.remaining(), "trailing bytes after request");
+    }
+    let client = header.client_id.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default();
+    let span = tracing::debug_span!("request", api = ?api_key, version, correlation_id, client = %client);
+    let Some(response) = handlers::dispatch(broker, request, version).instrument(span).await else {
+        return Ok(None);
+    };
+    let header_version = api_key.response_header_version(version);
+    encode_response(correlation_id, header_version, version, |buf| response.encode(buf, version)).map(Some)
+}
+
+fn encode_response(
+    correlation_id: i32,
+    header_version: i16,
+    _version: i16,
+    body: impl FnOnce(&mut BytesMut) -> anyhow::Result<()>,
+) -> Result<Bytes, CloseReason> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)
+        .map_err(|e| CloseReason::Malformed(format!("encoding response header: {e}")))?;
+    body(&mut buf).map_err(|e| CloseReason::Malformed(format!("encoding response: {e}")))?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}

@@ -1,0 +1,105 @@
+//! `runnel`: the one binary. `runnel server` runs the single-node platform.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use runnel_broker::{Broker, BrokerConfig, config::parse_properties, server};
+
+#[derive(Parser)]
+#[command(name = "runnel", version, about = "Runnel: an event streaming platform that speaks the Kafka protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a single-node broker (Kafka protocol on 127.0.0.1:9092, data in ./runnel-data).
+    Server(ServerArgs),
+}
+
+#[derive(Parser)]
+struct ServerArgs {
+    /// A Kafka-style server.properties file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listeners, e.g. PLAINTEXT://127.0.0.1:9092 (overrides `listeners`).
+    #[arg(long)]
+    listeners: Option<String>,
+    /// Data directory (overrides `log.dirs`).
+    #[arg(long = "log-dirs")]
+    log_dirs: Option<String>,
+    /// Any property as key=value; repeatable; applied last.
+    #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn load_config(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
+    let mut pairs = vec![
+        ("listeners".to_string(), "PLAINTEXT://127.0.0.1:9092".to_string()),
+        ("log.dirs".to_string(), "./runnel-data".to_string()),
+    ];
+    let mut explicit = Vec::new();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        explicit.extend(parse_properties(&text).with_context(|| format!("parsing {}", path.display()))?);
+    }
+    if let Some(l) = &args.listeners {
+        explicit.push(("listeners".into(), l.clone()));
+    }
+    if let Some(d) = &args.log_dirs {
+        explicit.push(("log.dirs".into(), d.clone()));
+    }
+    for o in &args.overrides {
+        let (k, v) = o
+            .split_once('=')
+            .with_context(|| format!("--override expects key=value, got '{o}'"))?;
+        explicit.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    pairs.extend(explicit);
+    Ok(BrokerConfig::from_pairs(&pairs)?)
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    tracing::info!(log_dir = %config.log_dir().display(), "starting Runnel broker");
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    let running = server::start(broker).await?;
+    for addr in &running.local_addrs {
+        tracing::info!("Runnel broker listening on {addr}");
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        _ = term.recv() => tracing::info!("terminated; shutting down"),
+    }
+    running.shutdown().await?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runnel: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Server(args) => rt.block_on(run_server(args)),
+    }
+}
