@@ -127,7 +127,8 @@ fn clean_reopen_keeps_everything() {
     let log = open(dir.path(), cfg, true);
     assert_eq!(log.log_end_offset(), 100);
     assert_eq!(read_offsets(&log, 0).len(), 100);
-    assert_eq!(log.offset_for_timestamp(49).unwrap(), Some((98, 49)));
+    // batch i holds timestamps i and i+1, so 49 first appears at offset 97 (batch 48)
+    assert_eq!(log.offset_for_timestamp(49).unwrap(), Some((97, 49)));
 }
 
 #[test]
