@@ -23,6 +23,7 @@ pub mod log;
 pub mod partition;
 pub mod server;
 pub mod topics;
+pub mod wire;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

@@ -19,7 +19,12 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::handlers::{self, api_versions};
+use crate::handlers::{self, Reply, api_versions};
+use crate::wire::{Chunk, frame_fetch_response};
+
+/// File regions smaller than this are read and written with the rest of the response:
+/// one write beats a write plus a sendfile for small data.
+const SENDFILE_MIN_BYTES: usize = 16 * 1024;
 
 /// A running server.
 pub struct RunningServer {
@@ -164,8 +169,8 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch:
             let mut frame = vec![0u8; size as usize];
             reader.read_exact(&mut frame).await?;
             let reply = handle_frame(&broker, Bytes::from(frame)).await?;
-            if let Some(bytes) = reply {
-                writer.write_all(&bytes).await?;
+            if let Some(chunks) = reply {
+                write_chunks(&mut writer, chunks).await?;
             }
             // Pipelined requests already buffered are answered before one flush.
             if reader.buffer().is_empty() {
@@ -182,8 +187,53 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch:
     }
 }
 
+/// Writes a response; file regions go out with `sendfile` (zero-copy) after the bytes
+/// before them are flushed.
+async fn write_chunks(
+    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    chunks: Vec<Chunk>,
+) -> std::io::Result<()> {
+    for chunk in chunks {
+        match chunk {
+            Chunk::Bytes(b) => writer.write_all(&b).await?,
+            Chunk::File(s) if s.len < SENDFILE_MIN_BYTES => {
+                let bytes = s.read()?;
+                writer.write_all(&bytes).await?;
+            }
+            Chunk::File(s) => {
+                writer.flush().await?;
+                let stream: &TcpStream = writer.get_ref().as_ref();
+                let mut offset = s.position as i64;
+                let end = offset + s.len as i64;
+                while offset < end {
+                    stream.writable().await?;
+                    let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                        let count = (end - offset) as usize;
+                        nix::sys::sendfile::sendfile(stream, s.file.as_ref(), Some(&mut offset), count)
+                        .map_err(std::io::Error::from)
+                    });
+                    match sent {
+                        Ok(0) => {
+                            // The response promised more bytes than the file holds; the
+                            // only safe thing left is to drop the connection.
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "segment file ended before the fetch response did",
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes one request frame, runs its handler and encodes the response frame.
-async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<Bytes>, CloseReason> {
+async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<Vec<Chunk>>, CloseReason> {
     let mut peek = frame.clone();
     let api_key_raw = peek.get_i16();
     let version = peek.get_i16();
@@ -192,7 +242,8 @@ async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<B
     if api_key == ApiKey::ApiVersions && !handlers::servable(api_key, version) && version >= 0 {
         // KIP-511: answer a too-new ApiVersions with a v0 response listing our ranges.
         let resp = api_versions::unsupported_version();
-        return encode_response(correlation_id, 0, 0, |buf| resp.encode(buf, 0)).map(Some);
+        return encode_response(correlation_id, 0, 0, |buf| resp.encode(buf, 0))
+            .map(|b| Some(vec![Chunk::Bytes(b)]));
     }
     if !handlers::servable(api_key, version) {
         return Err(CloseReason::UnsupportedVersion(api_key, version));
@@ -206,11 +257,25 @@ async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<B
     }
     let client = header.client_id.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default();
     let span = tracing::debug_span!("request", api = ?api_key, version, correlation_id, client = %client);
-    let Some(response) = handlers::dispatch(broker, request, version).instrument(span).await else {
-        return Ok(None);
-    };
     let header_version = api_key.response_header_version(version);
-    encode_response(correlation_id, header_version, version, |buf| response.encode(buf, version)).map(Some)
+    match handlers::dispatch(broker, request, version).instrument(span).await {
+        Reply::Nothing => Ok(None),
+        Reply::Response(response) => {
+            encode_response(correlation_id, header_version, version, |buf| response.encode(buf, version))
+                .map(|b| Some(vec![Chunk::Bytes(b)]))
+        }
+        Reply::Fetch(reply) => {
+            match frame_fetch_response(&reply.response, version, header_version, correlation_id, &reply.slices) {
+                Ok(chunks) => Ok(Some(chunks)),
+                Err(e) => {
+                    tracing::debug!("falling back to an in-memory fetch response: {e}");
+                    let response = reply.into_inline()?;
+                    encode_response(correlation_id, header_version, version, |buf| response.encode(buf, version))
+                        .map(|b| Some(vec![Chunk::Bytes(b)]))
+                }
+            }
+        }
+    }
 }
 
 fn encode_response(

@@ -377,3 +377,40 @@ async fn delete_records_and_list_offsets_by_time() {
     assert_eq!(at(c.send(list(-2), 8).await.unwrap()).0, 6);
     assert_eq!(at(c.send(list(0), 8).await.unwrap()).0, 6, "deleted records are not found by time");
 }
+
+#[tokio::test]
+async fn large_fetches_sent_from_the_file_decode_the_same_at_every_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), &[]).await;
+    let mut c = b.conn().await;
+    let id = create_topic(&mut c, "big", 1, &[]).await.topic_id;
+    // 40 records of 10 KiB: well above the size sent with sendfile.
+    let records: Vec<Record> = (0..40)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: i as i32 - 1,
+            timestamp: i,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(vec![(i % 251) as u8; 10 * 1024])),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    assert_eq!(produce(&mut c, "big", 0, buf.freeze(), 9, id).await.error_code, 0);
+    for fv in [4, 11, 12, 13, 18] {
+        let resp = c.send(fetch_request("big", id, fv, 0, 0), fv).await.unwrap();
+        let got = decode_records(&resp.responses[0].partitions[0].records);
+        assert_eq!(got.len(), 40, "fetch v{fv}");
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.value.as_ref().map(|v| (v.len(), v[0])), Some((10 * 1024, (i % 251) as u8)), "fetch v{fv} record {i}");
+        }
+    }
+}

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use crate::log::ReadSlice;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
@@ -25,14 +27,40 @@ fn partition_error(index: i32, code: i16) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
-/// One pass over the requested partitions: the response and the record bytes in it.
-fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+/// A Fetch answer: the response with empty records where `slices` (one per partition, in
+/// order) names the file region holding the data.
+#[derive(Debug)]
+pub struct FetchReply {
+    /// The response; partitions with a slice carry empty records.
+    pub response: FetchResponse,
+    /// The file region of each partition's records, if any.
+    pub slices: Vec<Option<ReadSlice>>,
+}
+
+impl FetchReply {
+    /// Reads every slice into the response (for transports that cannot send files).
+    pub fn into_inline(mut self) -> std::io::Result<FetchResponse> {
+        let mut it = self.slices.into_iter();
+        for t in self.response.responses.iter_mut() {
+            for p in t.partitions.iter_mut() {
+                if let Some(Some(s)) = it.next() {
+                    p.records = Some(s.read()?);
+                }
+            }
+        }
+        Ok(self.response)
+    }
+}
+
+/// One pass over the requested partitions: where the data is, how many bytes, any error.
+fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchReply, usize, bool) {
     let by_id = version >= 13;
     let read_committed = req.isolation_level == 1;
     let mut remaining = if req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
     let mut total = 0usize;
     let mut any_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());
+    let mut slices = Vec::new();
     for ft in &req.topics {
         let topic = if by_id {
             broker.topic_by_id(&ft.topic_id)
@@ -53,6 +81,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespons
                     ResponseError::UnknownTopicOrPartition.code()
                 };
                 partitions.push(partition_error(fp.partition, code));
+                slices.push(None);
                 continue;
             };
             let (slice, hw, start) = {
@@ -68,19 +97,13 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespons
                 .with_log_start_offset(start)
                 .with_aborted_transactions(if read_committed { Some(vec![]) } else { None })
                 .with_records(Some(Bytes::new()));
+            let mut region = None;
             match slice {
-                Ok(Some(s)) => match s.read() {
-                    Ok(bytes) => {
-                        total += bytes.len();
-                        remaining = remaining.saturating_sub(bytes.len());
-                        data = data.with_records(Some(bytes));
-                    }
-                    Err(e) => {
-                        tracing::error!(topic = %partition.topic, partition = fp.partition, "read failed: {e}");
-                        any_error = true;
-                        data = data.with_error_code(ResponseError::KafkaStorageError.code());
-                    }
-                },
+                Ok(Some(s)) => {
+                    total += s.len;
+                    remaining = remaining.saturating_sub(s.len);
+                    region = Some(s);
+                }
                 Ok(None) => {}
                 Err(LogError::OffsetOutOfRange { .. }) => {
                     any_error = true;
@@ -93,6 +116,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespons
                 }
             }
             partitions.push(data);
+            slices.push(region);
         }
         topics.push(
             FetchableTopicResponse::default()
@@ -102,19 +126,25 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespons
         );
     }
     (
-        FetchResponse::default().with_responses(topics),
+        FetchReply {
+            response: FetchResponse::default().with_responses(topics),
+            slices,
+        },
         total,
         any_error,
     )
 }
 
 /// Answers Fetch.
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchReply {
     if req.session_id != 0 {
         // We never hand out sessions, so a client naming one has a stale id.
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
-            .with_session_id(0);
+        return FetchReply {
+            response: FetchResponse::default()
+                .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+                .with_session_id(0),
+            slices: vec![],
+        };
     }
     let wait_ms = (req.max_wait_ms.max(0) as i64).min(broker.config.fetch_max_wait_cap_ms);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);

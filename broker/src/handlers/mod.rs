@@ -59,14 +59,26 @@ pub fn servable(key: ApiKey, version: i16) -> bool {
     }
 }
 
-/// Routes a decoded request to its handler. `None` means no response is sent
-/// (Produce with acks=0).
-pub async fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Option<ResponseKind> {
-    Some(match request {
+/// What a handler answers.
+pub enum Reply {
+    /// No response at all (Produce with acks=0).
+    Nothing,
+    /// A response encoded by the protocol crate.
+    Response(ResponseKind),
+    /// A Fetch response whose record data stays in the segment files.
+    Fetch(fetch::FetchReply),
+}
+
+/// Routes a decoded request to its handler.
+pub async fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
+    Reply::Response(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version).await),
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(broker, r, version).await?),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
+        RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
+            Some(resp) => ResponseKind::Produce(resp),
+            None => return Reply::Nothing,
+        },
+        RequestKind::Fetch(r) => return Reply::Fetch(fetch::handle(broker, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))
         }
@@ -95,7 +107,7 @@ pub async fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) 
         other => {
             // `servable` keeps unimplemented APIs from reaching here.
             tracing::warn!("no handler for {:?}", std::mem::discriminant(&other));
-            return None;
+            return Reply::Nothing;
         }
     })
 }
