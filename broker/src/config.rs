@@ -160,6 +160,8 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: i64,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: i64,
+    /// `log.initial.task.delay.ms`: delay before the first retention run after start.
+    pub log_initial_task_delay_ms: i64,
     /// `log.flush.offset.checkpoint.interval.ms`.
     pub log_flush_offset_checkpoint_interval_ms: i64,
     /// `log.flush.scheduler.interval.ms`: how often `flush.ms` is checked.
@@ -191,6 +193,7 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
             log_retention_check_interval_ms: 300_000,
+            log_initial_task_delay_ms: 30_000,
             log_flush_offset_checkpoint_interval_ms: 60_000,
             log_flush_scheduler_interval_ms: 1_000,
             fetch_max_wait_cap_ms: 30_000,
@@ -255,6 +258,9 @@ impl BrokerConfig {
                 }
                 "log.retention.check.interval.ms" => {
                     c.log_retention_check_interval_ms = at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "log.initial.task.delay.ms" => {
+                    c.log_initial_task_delay_ms = at_least(key, val, parse_num(key, val)?, 0)?
                 }
                 "log.flush.offset.checkpoint.interval.ms" => {
                     c.log_flush_offset_checkpoint_interval_ms =
@@ -397,6 +403,10 @@ impl BrokerConfig {
             (
                 "log.retention.check.interval.ms",
                 self.log_retention_check_interval_ms.to_string(),
+            ),
+            (
+                "log.initial.task.delay.ms",
+                self.log_initial_task_delay_ms.to_string(),
             ),
             ("log.segment.bytes", d.segment_bytes.to_string()),
             ("log.roll.ms", d.segment_ms.to_string()),

@@ -36,6 +36,11 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The broker being served.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
     /// Stops accepting, lets connections finish their current request, then shuts the
     /// broker down cleanly (flush, checkpoints, clean-shutdown marker).
     pub async fn shutdown(mut self) -> std::io::Result<()> {
@@ -107,7 +112,11 @@ async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, mut shutdown: w
 /// Background work: retention, `flush.ms`, checkpoints.
 async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let c = &broker.config;
-    let mut retention = tokio::time::interval(Duration::from_millis(c.log_retention_check_interval_ms as u64));
+    // As Kafka, the first retention pass waits `log.initial.task.delay.ms` after start.
+    let mut retention = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_millis(c.log_initial_task_delay_ms as u64),
+        Duration::from_millis(c.log_retention_check_interval_ms as u64),
+    );
     let mut flush = tokio::time::interval(Duration::from_millis(c.log_flush_scheduler_interval_ms as u64));
     let mut checkpoint =
         tokio::time::interval(Duration::from_millis(c.log_flush_offset_checkpoint_interval_ms as u64));

@@ -72,6 +72,13 @@ fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
+/// Record timestamps are `base() + ts`: recent, so time retention (7 days by default)
+/// leaves them alone, as it would a real producer's.
+fn base() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| runnel_broker::broker::now_ms() - 60_000)
+}
+
 fn batch(n: usize, compression: Compression, ts: i64) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
@@ -83,7 +90,7 @@ fn batch(n: usize, compression: Compression, ts: i64) -> Bytes {
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: i as i32 - 1,
-            timestamp: ts + i as i64,
+            timestamp: base() + ts + i as i64,
             key: Some(Bytes::from(format!("key-{i}"))),
             value: Some(Bytes::from(format!("value-{i}"))),
             headers: [(s("h"), Some(Bytes::from_static(b"v")))].into_iter().collect(),
@@ -366,9 +373,9 @@ async fn delete_records_and_list_offsets_by_time() {
         ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(s("times"))).with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts)])])
     };
     let at = |r: ListOffsetsResponse| (r.topics[0].partitions[0].offset, r.topics[0].partitions[0].timestamp);
-    assert_eq!(at(c.send(list(10_150), 8).await.unwrap()), (4, 10_200));
-    assert_eq!(at(c.send(list(-3), 8).await.unwrap()), (9, 10_401), "max timestamp");
-    assert_eq!(at(c.send(list(99_999), 8).await.unwrap()), (-1, -1));
+    assert_eq!(at(c.send(list(base() + 10_150), 8).await.unwrap()), (4, base() + 10_200));
+    assert_eq!(at(c.send(list(-3), 8).await.unwrap()), (9, base() + 10_401), "max timestamp");
+    assert_eq!(at(c.send(list(base() + 99_999), 8).await.unwrap()), (-1, -1));
     let dr = c
         .send(DeleteRecordsRequest::default().with_topics(vec![DeleteRecordsTopic::default().with_name(TopicName(s("times"))).with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(6)])]), 2)
         .await
@@ -395,7 +402,7 @@ async fn large_fetches_sent_from_the_file_decode_the_same_at_every_version() {
             timestamp_type: TimestampType::Creation,
             offset: i,
             sequence: i as i32 - 1,
-            timestamp: i,
+            timestamp: base() + i,
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::from(vec![(i % 251) as u8; 10 * 1024])),
             headers: Default::default(),
@@ -413,4 +420,49 @@ async fn large_fetches_sent_from_the_file_decode_the_same_at_every_version() {
             assert_eq!(r.value.as_ref().map(|v| (v.len(), v[0])), Some((10 * 1024, (i % 251) as u8)), "fetch v{fv} record {i}");
         }
     }
+}
+
+#[tokio::test]
+async fn background_retention_deletes_old_segments_and_moves_the_start_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), &[("log.retention.check.interval.ms", "50"), ("log.initial.task.delay.ms", "0")]).await;
+    let mut c = b.conn().await;
+    create_topic(&mut c, "short", 1, &[("segment.bytes", "1024"), ("retention.bytes", "2048")]).await;
+    for i in 0..40 {
+        produce(&mut c, "short", 0, batch(3, Compression::None, i), 9, uuid::Uuid::nil()).await;
+    }
+    let earliest = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(s("short"))).with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-2)])]);
+    let log_files = || std::fs::read_dir(dir.path().join("short-0")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log")).count();
+    let (mut start, mut segs) = (0, usize::MAX);
+    // Deadline-bounded wait for the background task (every 50 ms here).
+    for _ in 0..200 {
+        start = c.send(earliest.clone(), 7).await.unwrap().topics[0].partitions[0].offset;
+        segs = log_files();
+        if start > 0 && segs <= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(start > 0, "retention never moved the log start offset");
+    // retention.bytes=2048 over 1 KiB segments keeps at most 3 closed ones plus the active.
+    assert!(segs <= 4, "{segs} segments left");
+    let resp = c.send(fetch_request("short", uuid::Uuid::nil(), 12, start, 0), 12).await.unwrap();
+    assert_eq!(decode_records(&resp.responses[0].partitions[0].records)[0].offset, start);
+}
+
+#[tokio::test]
+async fn flush_messages_one_fsyncs_before_the_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), &[]).await;
+    let mut c = b.conn().await;
+    create_topic(&mut c, "synced", 1, &[("flush.messages", "1")]).await;
+    create_topic(&mut c, "lazy", 1, &[]).await;
+    for _ in 0..3 {
+        produce(&mut c, "synced", 0, batch(2, Compression::None, 0), 9, uuid::Uuid::nil()).await;
+        produce(&mut c, "lazy", 0, batch(2, Compression::None, 0), 9, uuid::Uuid::nil()).await;
+    }
+    let broker = b.running.as_ref().unwrap().broker();
+    // The recovery point (everything below it is fsynced) reaches the end only when asked.
+    assert_eq!(broker.partition("synced", 0).unwrap().log().recovery_point(), 6);
+    assert_eq!(broker.partition("lazy", 0).unwrap().log().recovery_point(), 0);
 }
