@@ -206,7 +206,9 @@ impl Broker {
     /// A partition by topic name and index.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let t = self.topic(topic)?;
-        usize::try_from(index).ok().and_then(|i| t.partitions.get(i).cloned())
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| t.partitions.get(i).cloned())
     }
 
     fn persist_metadata(&self) -> std::io::Result<()> {
@@ -231,12 +233,7 @@ impl Broker {
         }
         // Kafka refuses names that collide once '.' and '_' are treated alike (metrics).
         let canon = |s: &str| s.replace('.', "_");
-        if let Some(other) = self
-            .reg()
-            .by_name
-            .keys()
-            .find(|n| canon(n) == canon(name))
-        {
+        if let Some(other) = self.reg().by_name.keys().find(|n| canon(n) == canon(name)) {
             return Err(AdminError::InvalidTopic(format!(
                 "Topic '{name}' collides with existing topic: {other}"
             )));
@@ -258,8 +255,7 @@ impl Broker {
         };
         if rf <= 0 {
             return Err(AdminError::InvalidReplicationFactor(
-                "Replication factor must be larger than 0, or -1 to use the default value."
-                    .into(),
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
             ));
         }
         if rf > 1 {
@@ -314,7 +310,10 @@ impl Broker {
             std::fs::remove_dir_all(&pdir)?;
         }
         let (log, _) = Log::open(&pdir, cfg.clone(), LogCheckpoints::default(), true, now)?;
-        std::fs::write(pdir.join("partition.metadata"), topics::partition_metadata_file(id))?;
+        std::fs::write(
+            pdir.join("partition.metadata"),
+            topics::partition_metadata_file(id),
+        )?;
         std::fs::write(pdir.join("leader-epoch-checkpoint"), "0\n1\n0 0\n")?;
         Ok(Partition::new(name.to_string(), p, log))
     }
@@ -419,7 +418,9 @@ impl Broker {
     pub fn next_producer_id(&self) -> std::io::Result<i64> {
         let id = self.next_producer_id.fetch_add(1, Ordering::SeqCst);
         if id >= self.producer_id_limit.load(Ordering::SeqCst) {
-            let _ = self.producer_id_limit.fetch_max(id + PRODUCER_ID_BLOCK, Ordering::SeqCst);
+            let _ = self
+                .producer_id_limit
+                .fetch_max(id + PRODUCER_ID_BLOCK, Ordering::SeqCst);
             self.persist_metadata()?;
         }
         Ok(id)
@@ -456,7 +457,9 @@ impl Broker {
         for p in self.all_partitions() {
             match p.log().enforce_retention(now) {
                 Ok(n) => deleted += n,
-                Err(e) => tracing::error!(topic = %p.topic, partition = p.index, "retention failed: {e}"),
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, "retention failed: {e}")
+                }
             }
         }
         if deleted > 0 {
@@ -477,10 +480,13 @@ impl Broker {
                 log.flush_target()
             };
             let p2 = p.clone();
-            let res = tokio::task::spawn_blocking(move || target.sync().map(|_| target.up_to)).await;
+            let res =
+                tokio::task::spawn_blocking(move || target.sync().map(|_| target.up_to)).await;
             match res {
                 Ok(Ok(up_to)) => p2.log().mark_flushed(up_to, now_ms()),
-                Ok(Err(e)) => tracing::error!(topic = %p.topic, partition = p.index, "flush failed: {e}"),
+                Ok(Err(e)) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, "flush failed: {e}")
+                }
                 Err(e) => tracing::error!("flush task failed: {e}"),
             }
         }

@@ -61,11 +61,14 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
-    value.trim().parse::<T>().map_err(|_| ConfigError::InvalidValue {
-        key: key.into(),
-        value: value.into(),
-        reason: "not a number".into(),
-    })
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|_| ConfigError::InvalidValue {
+            key: key.into(),
+            value: value.into(),
+            reason: "not a number".into(),
+        })
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -117,7 +120,10 @@ impl Listener {
         let (host, port) = rest
             .rsplit_once(':')
             .ok_or_else(|| bad("expected NAME://host:port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = port.parse::<u16>().map_err(|_| bad("bad port"))?;
         if name != "PLAINTEXT" {
             return Err(bad("only PLAINTEXT listeners are supported"));
@@ -274,7 +280,9 @@ impl BrokerConfig {
                 }
                 "log.roll.ms" => roll_ms = Some(at_least(key, val, parse_num(key, val)?, 1)?),
                 "log.roll.hours" => roll_hours = Some(at_least(key, val, parse_num(key, val)?, 1)?),
-                "log.retention.ms" => retention_ms = Some(at_least(key, val, parse_num(key, val)?, -1)?),
+                "log.retention.ms" => {
+                    retention_ms = Some(at_least(key, val, parse_num(key, val)?, -1)?)
+                }
                 "log.retention.minutes" => retention_minutes = Some(parse_num::<i64>(key, val)?),
                 "log.retention.hours" => retention_hours = Some(parse_num::<i64>(key, val)?),
                 "log.retention.bytes" => {
@@ -414,8 +422,14 @@ impl BrokerConfig {
             ("log.retention.bytes", d.retention_bytes.to_string()),
             ("log.flush.interval.messages", d.flush_messages.to_string()),
             ("log.flush.interval.ms", d.flush_ms.to_string()),
-            ("log.index.interval.bytes", d.index_interval_bytes.to_string()),
-            ("log.index.size.max.bytes", d.segment_index_bytes.to_string()),
+            (
+                "log.index.interval.bytes",
+                d.index_interval_bytes.to_string(),
+            ),
+            (
+                "log.index.size.max.bytes",
+                d.segment_index_bytes.to_string(),
+            ),
             (
                 "log.message.timestamp.type",
                 d.message_timestamp_type.as_str().to_string(),
@@ -537,10 +551,19 @@ pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("index.interval.bytes", "log.index.interval.bytes"),
     ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
     ("max.message.bytes", "message.max.bytes"),
-    ("message.timestamp.after.max.ms", "log.message.timestamp.after.max.ms"),
-    ("message.timestamp.before.max.ms", "log.message.timestamp.before.max.ms"),
+    (
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+    ),
     ("message.timestamp.type", "log.message.timestamp.type"),
-    ("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
     ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
     ("min.insync.replicas", "min.insync.replicas"),
     ("preallocate", "log.preallocate"),
@@ -550,7 +573,10 @@ pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("segment.index.bytes", "log.index.size.max.bytes"),
     ("segment.jitter.ms", "log.roll.jitter.ms"),
     ("segment.ms", "log.roll.ms"),
-    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
 ];
 
 /// A topic's effective settings: broker defaults with the topic's overrides applied.
@@ -612,7 +638,9 @@ impl TopicConfig {
                 "segment.bytes" => c.segment_bytes = at_least(key, val, parse_num(key, val)?, 14)?,
                 "segment.ms" => c.segment_ms = at_least(key, val, parse_num(key, val)?, 1)?,
                 "retention.ms" => c.retention_ms = at_least(key, val, parse_num(key, val)?, -1)?,
-                "retention.bytes" => c.retention_bytes = at_least(key, val, parse_num(key, val)?, -1)?,
+                "retention.bytes" => {
+                    c.retention_bytes = at_least(key, val, parse_num(key, val)?, -1)?
+                }
                 "flush.messages" => c.flush_messages = at_least(key, val, parse_num(key, val)?, 1)?,
                 "flush.ms" => c.flush_ms = at_least(key, val, parse_num(key, val)?, 0)?,
                 "index.interval.bytes" => {
@@ -738,7 +766,10 @@ mod tests {
         let pairs = vec![
             ("log.retention.hours".to_string(), "1".to_string()),
             ("log.retention.minutes".to_string(), "2".to_string()),
-            ("listeners".to_string(), "PLAINTEXT://127.0.0.1:19092".to_string()),
+            (
+                "listeners".to_string(),
+                "PLAINTEXT://127.0.0.1:19092".to_string(),
+            ),
         ];
         let c = BrokerConfig::from_pairs(&pairs).unwrap();
         assert_eq!(c.topic_defaults.retention_ms, 120_000, "minutes beat hours");
@@ -762,10 +793,14 @@ mod tests {
         assert!(bad("segment.bytes", "10"));
         assert!(bad("cleanup.policy", "keep"));
         assert!(bad("nope", "1"));
-        let ok = TopicConfig::new(&d, BTreeMap::from([("retention.ms".into(), "5".into())]))
-            .unwrap();
+        let ok =
+            TopicConfig::new(&d, BTreeMap::from([("retention.ms".into(), "5".into())])).unwrap();
         assert_eq!(ok.retention_ms, 5);
-        let row = ok.describe().into_iter().find(|r| r.0 == "retention.ms").unwrap();
+        let row = ok
+            .describe()
+            .into_iter()
+            .find(|r| r.0 == "retention.ms")
+            .unwrap();
         assert_eq!((row.1.as_str(), row.2), ("5", true));
     }
 }

@@ -87,7 +87,11 @@ pub async fn start(broker: Arc<Broker>) -> std::io::Result<RunningServer> {
     })
 }
 
-async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -117,9 +121,12 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         tokio::time::Instant::now() + Duration::from_millis(c.log_initial_task_delay_ms as u64),
         Duration::from_millis(c.log_retention_check_interval_ms as u64),
     );
-    let mut flush = tokio::time::interval(Duration::from_millis(c.log_flush_scheduler_interval_ms as u64));
-    let mut checkpoint =
-        tokio::time::interval(Duration::from_millis(c.log_flush_offset_checkpoint_interval_ms as u64));
+    let mut flush = tokio::time::interval(Duration::from_millis(
+        c.log_flush_scheduler_interval_ms as u64,
+    ));
+    let mut checkpoint = tokio::time::interval(Duration::from_millis(
+        c.log_flush_offset_checkpoint_interval_ms as u64,
+    ));
     for t in [&mut retention, &mut flush, &mut checkpoint] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
@@ -218,7 +225,12 @@ async fn write_chunks(
                     stream.writable().await?;
                     let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
                         let count = (end - offset) as usize;
-                        nix::sys::sendfile::sendfile(stream, s.file.as_ref(), Some(&mut offset), count)
+                        nix::sys::sendfile::sendfile(
+                            stream,
+                            s.file.as_ref(),
+                            Some(&mut offset),
+                            count,
+                        )
                         .map_err(std::io::Error::from)
                     });
                     match sent {
@@ -242,12 +254,16 @@ async fn write_chunks(
 }
 
 /// Decodes one request frame, runs its handler and encodes the response frame.
-async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<Vec<Chunk>>, CloseReason> {
+async fn handle_frame(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+) -> Result<Option<Vec<Chunk>>, CloseReason> {
     let mut peek = frame.clone();
     let api_key_raw = peek.get_i16();
     let version = peek.get_i16();
     let correlation_id = peek.get_i32();
-    let api_key = ApiKey::try_from(api_key_raw).map_err(|_| CloseReason::UnknownApi(api_key_raw))?;
+    let api_key =
+        ApiKey::try_from(api_key_raw).map_err(|_| CloseReason::UnknownApi(api_key_raw))?;
     if api_key == ApiKey::ApiVersions && !handlers::servable(api_key, version) && version >= 0 {
         // KIP-511: answer a too-new ApiVersions with a v0 response listing our ranges.
         let resp = api_versions::unsupported_version();
@@ -262,25 +278,48 @@ async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<V
     let request = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| CloseReason::Malformed(format!("{api_key:?} v{version}: {e}")))?;
     if frame.has_remaining() {
-        tracing::debug!(?api_key, version, extra = frame.remaining(), "trailing bytes after request");
+        tracing::debug!(
+            ?api_key,
+            version,
+            extra = frame.remaining(),
+            "trailing bytes after request"
+        );
     }
-    let client = header.client_id.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default();
-    let span = tracing::debug_span!("request", api = ?api_key, version, correlation_id, client = %client);
+    let client = header
+        .client_id
+        .as_ref()
+        .map(|c| c.as_str().to_string())
+        .unwrap_or_default();
+    let span =
+        tracing::debug_span!("request", api = ?api_key, version, correlation_id, client = %client);
     let header_version = api_key.response_header_version(version);
-    match handlers::dispatch(broker, request, version).instrument(span).await {
+    match handlers::dispatch(broker, request, version)
+        .instrument(span)
+        .await
+    {
         Reply::Nothing => Ok(None),
         Reply::Response(response) => {
-            encode_response(correlation_id, header_version, version, |buf| response.encode(buf, version))
-                .map(|b| Some(vec![Chunk::Bytes(b)]))
+            encode_response(correlation_id, header_version, version, |buf| {
+                response.encode(buf, version)
+            })
+            .map(|b| Some(vec![Chunk::Bytes(b)]))
         }
         Reply::Fetch(reply) => {
-            match frame_fetch_response(&reply.response, version, header_version, correlation_id, &reply.slices) {
+            match frame_fetch_response(
+                &reply.response,
+                version,
+                header_version,
+                correlation_id,
+                &reply.slices,
+            ) {
                 Ok(chunks) => Ok(Some(chunks)),
                 Err(e) => {
                     tracing::debug!("falling back to an in-memory fetch response: {e}");
                     let response = reply.into_inline()?;
-                    encode_response(correlation_id, header_version, version, |buf| response.encode(buf, version))
-                        .map(|b| Some(vec![Chunk::Bytes(b)]))
+                    encode_response(correlation_id, header_version, version, |buf| {
+                        response.encode(buf, version)
+                    })
+                    .map(|b| Some(vec![Chunk::Bytes(b)]))
                 }
             }
         }

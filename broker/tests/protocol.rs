@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 //! The broker over real sockets, driven request by request with the protocol crate's
 //! types: what a Kafka client sends, what it must get back.
 
@@ -7,7 +8,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -30,7 +33,11 @@ struct TestBroker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestBroker {
@@ -39,7 +46,10 @@ impl TestBroker {
             addr: String::new(),
             dir: dir.to_path_buf(),
             running: None,
-            extra: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         t.boot().await;
         t
@@ -48,7 +58,10 @@ impl TestBroker {
     async fn boot(&mut self) {
         let port = free_port();
         let mut pairs = vec![
-            ("listeners".to_string(), format!("PLAINTEXT://127.0.0.1:{port}")),
+            (
+                "listeners".to_string(),
+                format!("PLAINTEXT://127.0.0.1:{port}"),
+            ),
             ("log.dirs".to_string(), self.dir.display().to_string()),
         ];
         pairs.extend(self.extra.clone());
@@ -64,7 +77,9 @@ impl TestBroker {
     }
 
     async fn conn(&self) -> Connection {
-        Connection::connect(&self.addr, "runnel-test").await.unwrap()
+        Connection::connect(&self.addr, "runnel-test")
+            .await
+            .unwrap()
     }
 }
 
@@ -93,17 +108,31 @@ fn batch(n: usize, compression: Compression, ts: i64) -> Bytes {
             timestamp: base() + ts + i as i64,
             key: Some(Bytes::from(format!("key-{i}"))),
             value: Some(Bytes::from(format!("value-{i}"))),
-            headers: [(s("h"), Some(Bytes::from_static(b"v")))].into_iter().collect(),
+            headers: [(s("h"), Some(Bytes::from_static(b"v")))]
+                .into_iter()
+                .collect(),
             delete_horizon: false,
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression })
-        .unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
     buf.freeze()
 }
 
-async fn create_topic(c: &mut Connection, name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreatableTopicResult {
+async fn create_topic(
+    c: &mut Connection,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> CreatableTopicResult {
     let topic = CreatableTopic::default()
         .with_name(TopicName(s(name)))
         .with_num_partitions(partitions)
@@ -111,42 +140,93 @@ async fn create_topic(c: &mut Connection, name: &str, partitions: i32, configs: 
         .with_configs(
             configs
                 .iter()
-                .map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v))))
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(s(k))
+                        .with_value(Some(s(v)))
+                })
                 .collect(),
         );
     let resp = c
-        .send(CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(5000), 7)
+        .send(
+            CreateTopicsRequest::default()
+                .with_topics(vec![topic])
+                .with_timeout_ms(5000),
+            7,
+        )
         .await
         .unwrap();
     resp.topics.into_iter().next().unwrap()
 }
 
-async fn produce(c: &mut Connection, topic: &str, partition: i32, records: Bytes, version: i16, topic_id: uuid::Uuid) -> PartitionProduceResponse {
+async fn produce(
+    c: &mut Connection,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    version: i16,
+    topic_id: uuid::Uuid,
+) -> PartitionProduceResponse {
     let td = TopicProduceData::default()
         .with_name(TopicName(s(if version >= 13 { "" } else { topic })))
-        .with_topic_id(if version >= 13 { topic_id } else { uuid::Uuid::nil() })
-        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))]);
+        .with_topic_id(if version >= 13 {
+            topic_id
+        } else {
+            uuid::Uuid::nil()
+        })
+        .with_partition_data(vec![
+            PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records)),
+        ]);
     let resp = c
-        .send(ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![td]), version)
+        .send(
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![td]),
+            version,
+        )
         .await
         .unwrap();
-    resp.responses.into_iter().next().unwrap().partition_responses.into_iter().next().unwrap()
+    resp.responses
+        .into_iter()
+        .next()
+        .unwrap()
+        .partition_responses
+        .into_iter()
+        .next()
+        .unwrap()
 }
 
-fn fetch_request(topic: &str, topic_id: uuid::Uuid, version: i16, offset: i64, max_wait_ms: i32) -> FetchRequest {
+fn fetch_request(
+    topic: &str,
+    topic_id: uuid::Uuid,
+    version: i16,
+    offset: i64,
+    max_wait_ms: i32,
+) -> FetchRequest {
     FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(s(if version >= 13 { "" } else { topic })))
-            .with_topic_id(if version >= 13 { topic_id } else { uuid::Uuid::nil() })
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])])
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(s(if version >= 13 { "" } else { topic })))
+                .with_topic_id(if version >= 13 {
+                    topic_id
+                } else {
+                    uuid::Uuid::nil()
+                })
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
 }
 
 fn decode_records(bytes: &Option<Bytes>) -> Vec<Record> {
@@ -163,13 +243,30 @@ async fn api_versions_advertises_kafka_4_ranges() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), &[]).await;
     let mut c = b.conn().await;
-    let resp = c.send(ApiVersionsRequest::default().with_client_software_name(s("t")).with_client_software_version(s("1")), 4).await.unwrap();
+    let resp = c
+        .send(
+            ApiVersionsRequest::default()
+                .with_client_software_name(s("t"))
+                .with_client_software_version(s("1")),
+            4,
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.error_code, 0);
-    let range = |k: ApiKey| resp.api_keys.iter().find(|a| a.api_key == k as i16).map(|a| (a.min_version, a.max_version));
+    let range = |k: ApiKey| {
+        resp.api_keys
+            .iter()
+            .find(|a| a.api_key == k as i16)
+            .map(|a| (a.min_version, a.max_version))
+    };
     assert_eq!(range(ApiKey::Produce), Some((0, 13)));
     assert_eq!(range(ApiKey::Fetch), Some((4, 18)));
     assert_eq!(range(ApiKey::Metadata), Some((0, 13)));
-    assert_eq!(range(ApiKey::JoinGroup), None, "unimplemented APIs are not advertised");
+    assert_eq!(
+        range(ApiKey::JoinGroup),
+        None,
+        "unimplemented APIs are not advertised"
+    );
 }
 
 #[tokio::test]
@@ -192,9 +289,14 @@ async fn too_new_api_versions_gets_a_v0_unsupported_version_answer_listing_range
     c.send_raw(&wire).await.unwrap();
     let (correlation, mut body) = c.read_raw_response().await.unwrap();
     assert_eq!(correlation, 42);
-    let resp = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 0).unwrap();
+    let resp =
+        <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 0).unwrap();
     assert_eq!(resp.error_code, ResponseError::UnsupportedVersion.code());
-    assert!(resp.api_keys.iter().any(|a| a.api_key == 18 && a.max_version == 4));
+    assert!(
+        resp.api_keys
+            .iter()
+            .any(|a| a.api_key == 18 && a.max_version == 4)
+    );
 }
 
 #[tokio::test]
@@ -207,25 +309,48 @@ async fn records_round_trip_at_old_and_new_versions_including_topic_ids() {
     let id = created.topic_id;
     assert!(!id.is_nil(), "topic id assigned at creation");
     let mut expected = 0;
-    for (i, (pv, codec)) in [(3, Compression::None), (9, Compression::Gzip), (12, Compression::Snappy), (13, Compression::Lz4), (13, Compression::Zstd)]
-        .into_iter()
-        .enumerate()
+    for (i, (pv, codec)) in [
+        (3, Compression::None),
+        (9, Compression::Gzip),
+        (12, Compression::Snappy),
+        (13, Compression::Lz4),
+        (13, Compression::Zstd),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let r = produce(&mut c, "roundtrip", 0, batch(3, codec, 1000 * i as i64), pv, id).await;
+        let r = produce(
+            &mut c,
+            "roundtrip",
+            0,
+            batch(3, codec, 1000 * i as i64),
+            pv,
+            id,
+        )
+        .await;
         assert_eq!(r.error_code, 0, "produce v{pv}: {:?}", r.error_message);
         assert_eq!(r.base_offset, expected, "produce v{pv}");
         expected += 3;
     }
     for fv in [4, 11, 12, 13, 18] {
-        let resp = c.send(fetch_request("roundtrip", id, fv, 0, 0), fv).await.unwrap();
+        let resp = c
+            .send(fetch_request("roundtrip", id, fv, 0, 0), fv)
+            .await
+            .unwrap();
         let p = &resp.responses[0].partitions[0];
         assert_eq!(p.error_code, 0, "fetch v{fv}");
         assert_eq!(p.high_watermark, 15);
         let recs = decode_records(&p.records);
         assert_eq!(recs.len(), 15, "fetch v{fv}");
-        assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..15).collect::<Vec<_>>());
+        assert_eq!(
+            recs.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (0..15).collect::<Vec<_>>()
+        );
         assert_eq!(recs[4].key.as_deref(), Some(&b"key-1"[..]));
-        assert_eq!(recs[4].headers.get(&s("h")).cloned().flatten().as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            recs[4].headers.get(&s("h")).cloned().flatten().as_deref(),
+            Some(&b"v"[..])
+        );
         if fv >= 13 {
             assert_eq!(resp.responses[0].topic_id, id);
         }
@@ -240,12 +365,34 @@ async fn a_waiting_fetch_is_woken_by_an_append() {
     create_topic(&mut c, "wake", 1, &[]).await;
     let mut waiter = b.conn().await;
     // Long poll far longer than the test waits: only a wake-up can return data in time.
-    let fetch = tokio::spawn(async move { waiter.send(fetch_request("wake", uuid::Uuid::nil(), 12, 0, 25_000), 12).await.unwrap() });
+    let fetch = tokio::spawn(async move {
+        waiter
+            .send(fetch_request("wake", uuid::Uuid::nil(), 12, 0, 25_000), 12)
+            .await
+            .unwrap()
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!fetch.is_finished(), "an empty fetch with max_wait must wait");
-    produce(&mut c, "wake", 0, batch(2, Compression::None, 0), 9, uuid::Uuid::nil()).await;
-    let resp = tokio::time::timeout(Duration::from_secs(10), fetch).await.expect("woken").unwrap();
-    assert_eq!(decode_records(&resp.responses[0].partitions[0].records).len(), 2);
+    assert!(
+        !fetch.is_finished(),
+        "an empty fetch with max_wait must wait"
+    );
+    produce(
+        &mut c,
+        "wake",
+        0,
+        batch(2, Compression::None, 0),
+        9,
+        uuid::Uuid::nil(),
+    )
+    .await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert_eq!(
+        decode_records(&resp.responses[0].partitions[0].records).len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -253,35 +400,127 @@ async fn errors_carry_kafka_codes() {
     let dir = tempfile::tempdir().unwrap();
     let b = TestBroker::start(dir.path(), &[]).await;
     let mut c = b.conn().await;
-    assert_eq!(create_topic(&mut c, "bad name!", 1, &[]).await.error_code, ResponseError::InvalidTopicException.code());
-    assert_eq!(create_topic(&mut c, "zero", 0, &[]).await.error_code, ResponseError::InvalidPartitions.code());
-    assert_eq!(create_topic(&mut c, "cfg", 1, &[("retention.ms", "soon")]).await.error_code, ResponseError::InvalidConfig.code());
-    assert_eq!(create_topic(&mut c, "cfg", 1, &[("no.such.config", "1")]).await.error_code, ResponseError::InvalidConfig.code());
+    assert_eq!(
+        create_topic(&mut c, "bad name!", 1, &[]).await.error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+    assert_eq!(
+        create_topic(&mut c, "zero", 0, &[]).await.error_code,
+        ResponseError::InvalidPartitions.code()
+    );
+    assert_eq!(
+        create_topic(&mut c, "cfg", 1, &[("retention.ms", "soon")])
+            .await
+            .error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    assert_eq!(
+        create_topic(&mut c, "cfg", 1, &[("no.such.config", "1")])
+            .await
+            .error_code,
+        ResponseError::InvalidConfig.code()
+    );
     let rf3 = c
-        .send(CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(TopicName(s("rf3"))).with_num_partitions(1).with_replication_factor(3)]), 7)
+        .send(
+            CreateTopicsRequest::default().with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(TopicName(s("rf3")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(3),
+            ]),
+            7,
+        )
         .await
         .unwrap();
-    assert_eq!(rf3.topics[0].error_code, ResponseError::InvalidReplicationFactor.code());
-    assert_eq!(create_topic(&mut c, "small", 1, &[("max.message.bytes", "200")]).await.error_code, 0);
-    assert_eq!(create_topic(&mut c, "small", 1, &[]).await.error_code, ResponseError::TopicAlreadyExists.code());
+    assert_eq!(
+        rf3.topics[0].error_code,
+        ResponseError::InvalidReplicationFactor.code()
+    );
+    assert_eq!(
+        create_topic(&mut c, "small", 1, &[("max.message.bytes", "200")])
+            .await
+            .error_code,
+        0
+    );
+    assert_eq!(
+        create_topic(&mut c, "small", 1, &[]).await.error_code,
+        ResponseError::TopicAlreadyExists.code()
+    );
 
-    let big = produce(&mut c, "small", 0, batch(50, Compression::None, 0), 9, uuid::Uuid::nil()).await;
+    let big = produce(
+        &mut c,
+        "small",
+        0,
+        batch(50, Compression::None, 0),
+        9,
+        uuid::Uuid::nil(),
+    )
+    .await;
     assert_eq!(big.error_code, ResponseError::MessageTooLarge.code());
-    let unknown = produce(&mut c, "nope", 0, batch(1, Compression::None, 0), 9, uuid::Uuid::nil()).await;
-    assert_eq!(unknown.error_code, ResponseError::UnknownTopicOrPartition.code());
-    let unknown_p = produce(&mut c, "small", 7, batch(1, Compression::None, 0), 9, uuid::Uuid::nil()).await;
-    assert_eq!(unknown_p.error_code, ResponseError::UnknownTopicOrPartition.code());
+    let unknown = produce(
+        &mut c,
+        "nope",
+        0,
+        batch(1, Compression::None, 0),
+        9,
+        uuid::Uuid::nil(),
+    )
+    .await;
+    assert_eq!(
+        unknown.error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let unknown_p = produce(
+        &mut c,
+        "small",
+        7,
+        batch(1, Compression::None, 0),
+        9,
+        uuid::Uuid::nil(),
+    )
+    .await;
+    assert_eq!(
+        unknown_p.error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
     let mut corrupt = batch(2, Compression::None, 0).to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0x01;
-    let bad = produce(&mut c, "small", 0, Bytes::from(corrupt), 9, uuid::Uuid::nil()).await;
+    let bad = produce(
+        &mut c,
+        "small",
+        0,
+        Bytes::from(corrupt),
+        9,
+        uuid::Uuid::nil(),
+    )
+    .await;
     assert_eq!(bad.error_code, ResponseError::CorruptMessage.code());
 
-    let oor = c.send(fetch_request("small", uuid::Uuid::nil(), 12, 5, 0), 12).await.unwrap();
-    assert_eq!(oor.responses[0].partitions[0].error_code, ResponseError::OffsetOutOfRange.code());
+    let oor = c
+        .send(fetch_request("small", uuid::Uuid::nil(), 12, 5, 0), 12)
+        .await
+        .unwrap();
+    assert_eq!(
+        oor.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
     // Nothing bad was written: the log is still empty.
     let lo = c
-        .send(ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(s("small"))).with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1)])]), 7)
+        .send(
+            ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(s("small")))
+                        .with_partitions(vec![
+                            ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(-1),
+                        ]),
+                ]),
+            7,
+        )
         .await
         .unwrap();
     assert_eq!(lo.topics[0].partitions[0].offset, 0);
@@ -301,20 +540,42 @@ async fn malformed_frames_close_only_their_connection() {
         // garbage body with a plausible size
         [12u32.to_be_bytes().to_vec(), b"garbage!!!!!".to_vec()].concat(),
         // unknown API key 9999
-        [8u32.to_be_bytes().to_vec(), vec![0x27, 0x0f, 0, 0, 0, 0, 0, 1]].concat(),
+        [
+            8u32.to_be_bytes().to_vec(),
+            vec![0x27, 0x0f, 0, 0, 0, 0, 0, 1],
+        ]
+        .concat(),
         // Metadata v99
         [8u32.to_be_bytes().to_vec(), vec![0, 3, 0, 99, 0, 0, 0, 1]].concat(),
         // Produce v12 whose body is cut short
-        [10u32.to_be_bytes().to_vec(), vec![0, 0, 0, 12, 0, 0, 0, 1, 0, 0]].concat(),
+        [
+            10u32.to_be_bytes().to_vec(),
+            vec![0, 0, 0, 12, 0, 0, 0, 1, 0, 0],
+        ]
+        .concat(),
     ];
     for f in frames {
         let mut bad = b.conn().await;
         bad.send_raw(&f).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(5), bad.read_frame()).await.expect("closed promptly");
+        let r = tokio::time::timeout(Duration::from_secs(5), bad.read_frame())
+            .await
+            .expect("closed promptly");
         assert!(r.is_err(), "the broker closes a connection that sent {f:?}");
     }
-    let r = produce(&mut good, "survivor", 0, batch(2, Compression::None, 0), 9, uuid::Uuid::nil()).await;
-    assert_eq!((r.error_code, r.base_offset), (0, 0), "other clients keep working");
+    let r = produce(
+        &mut good,
+        "survivor",
+        0,
+        batch(2, Compression::None, 0),
+        9,
+        uuid::Uuid::nil(),
+    )
+    .await;
+    assert_eq!(
+        (r.error_code, r.base_offset),
+        (0, 0),
+        "other clients keep working"
+    );
 }
 
 #[tokio::test]
@@ -325,13 +586,33 @@ async fn acks_zero_gets_no_response_and_pipelining_keeps_order() {
     create_topic(&mut c, "fire", 1, &[]).await;
     let td = TopicProduceData::default()
         .with_name(TopicName(s("fire")))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch(1, Compression::None, 0)))]);
-    c.send_only(&ProduceRequest::default().with_acks(0).with_topic_data(vec![td]), 9).await.unwrap();
+        .with_partition_data(vec![
+            PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(1, Compression::None, 0))),
+        ]);
+    c.send_only(
+        &ProduceRequest::default()
+            .with_acks(0)
+            .with_topic_data(vec![td]),
+        9,
+    )
+    .await
+    .unwrap();
     // The next response on the wire must be the metadata answer, not a produce answer.
-    let md = c.send(MetadataRequest::default().with_topics(Some(vec![])), 12).await.unwrap();
+    let md = c
+        .send(MetadataRequest::default().with_topics(Some(vec![])), 12)
+        .await
+        .unwrap();
     assert!(md.topics.is_empty());
-    let resp = c.send(fetch_request("fire", uuid::Uuid::nil(), 12, 0, 0), 12).await.unwrap();
-    assert_eq!(decode_records(&resp.responses[0].partitions[0].records).len(), 1);
+    let resp = c
+        .send(fetch_request("fire", uuid::Uuid::nil(), 12, 0, 0), 12)
+        .await
+        .unwrap();
+    assert_eq!(
+        decode_records(&resp.responses[0].partitions[0].records).len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -341,23 +622,55 @@ async fn topics_data_and_configs_survive_a_restart() {
     let mut c = b.conn().await;
     let created = create_topic(&mut c, "durable", 2, &[("retention.ms", "123456")]).await;
     for i in 0..4 {
-        produce(&mut c, "durable", i % 2, batch(5, Compression::Zstd, 0), 9, uuid::Uuid::nil()).await;
+        produce(
+            &mut c,
+            "durable",
+            i % 2,
+            batch(5, Compression::Zstd, 0),
+            9,
+            uuid::Uuid::nil(),
+        )
+        .await;
     }
     drop(c);
     b.restart().await;
     let mut c = b.conn().await;
-    let md = c.send(MetadataRequest::default().with_topics(None), 12).await.unwrap();
-    let t = md.topics.iter().find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("durable")).unwrap();
+    let md = c
+        .send(MetadataRequest::default().with_topics(None), 12)
+        .await
+        .unwrap();
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("durable"))
+        .unwrap();
     assert_eq!(t.topic_id, created.topic_id);
     assert_eq!(t.partitions.len(), 2);
-    let resp = c.send(fetch_request("durable", uuid::Uuid::nil(), 12, 0, 0), 12).await.unwrap();
+    let resp = c
+        .send(fetch_request("durable", uuid::Uuid::nil(), 12, 0, 0), 12)
+        .await
+        .unwrap();
     assert_eq!(resp.responses[0].partitions[0].high_watermark, 10);
     let dc = c
-        .send(DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("durable")).with_configuration_keys(Some(vec![s("retention.ms")]))]), 4)
+        .send(
+            DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("durable"))
+                    .with_configuration_keys(Some(vec![s("retention.ms")])),
+            ]),
+            4,
+        )
         .await
         .unwrap();
     let entry = &dc.results[0].configs[0];
-    assert_eq!((entry.value.as_ref().map(|v| v.as_str()), entry.config_source), (Some("123456"), 1));
+    assert_eq!(
+        (
+            entry.value.as_ref().map(|v| v.as_str()),
+            entry.config_source
+        ),
+        (Some("123456"), 1)
+    );
 }
 
 #[tokio::test]
@@ -367,22 +680,70 @@ async fn delete_records_and_list_offsets_by_time() {
     let mut c = b.conn().await;
     create_topic(&mut c, "times", 1, &[]).await;
     for i in 0..5 {
-        produce(&mut c, "times", 0, batch(2, Compression::None, 10_000 + 100 * i), 9, uuid::Uuid::nil()).await;
+        produce(
+            &mut c,
+            "times",
+            0,
+            batch(2, Compression::None, 10_000 + 100 * i),
+            9,
+            uuid::Uuid::nil(),
+        )
+        .await;
     }
     let list = |ts: i64| {
-        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(s("times"))).with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts)])])
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(s("times")))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts),
+                    ]),
+            ])
     };
-    let at = |r: ListOffsetsResponse| (r.topics[0].partitions[0].offset, r.topics[0].partitions[0].timestamp);
-    assert_eq!(at(c.send(list(base() + 10_150), 8).await.unwrap()), (4, base() + 10_200));
-    assert_eq!(at(c.send(list(-3), 8).await.unwrap()), (9, base() + 10_401), "max timestamp");
-    assert_eq!(at(c.send(list(base() + 99_999), 8).await.unwrap()), (-1, -1));
+    let at = |r: ListOffsetsResponse| {
+        (
+            r.topics[0].partitions[0].offset,
+            r.topics[0].partitions[0].timestamp,
+        )
+    };
+    assert_eq!(
+        at(c.send(list(base() + 10_150), 8).await.unwrap()),
+        (4, base() + 10_200)
+    );
+    assert_eq!(
+        at(c.send(list(-3), 8).await.unwrap()),
+        (9, base() + 10_401),
+        "max timestamp"
+    );
+    assert_eq!(
+        at(c.send(list(base() + 99_999), 8).await.unwrap()),
+        (-1, -1)
+    );
     let dr = c
-        .send(DeleteRecordsRequest::default().with_topics(vec![DeleteRecordsTopic::default().with_name(TopicName(s("times"))).with_partitions(vec![DeleteRecordsPartition::default().with_partition_index(0).with_offset(6)])]), 2)
+        .send(
+            DeleteRecordsRequest::default().with_topics(vec![
+                DeleteRecordsTopic::default()
+                    .with_name(TopicName(s("times")))
+                    .with_partitions(vec![
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(6),
+                    ]),
+            ]),
+            2,
+        )
         .await
         .unwrap();
     assert_eq!(dr.topics[0].partitions[0].low_watermark, 6);
     assert_eq!(at(c.send(list(-2), 8).await.unwrap()).0, 6);
-    assert_eq!(at(c.send(list(0), 8).await.unwrap()).0, 6, "deleted records are not found by time");
+    assert_eq!(
+        at(c.send(list(0), 8).await.unwrap()).0,
+        6,
+        "deleted records are not found by time"
+    );
 }
 
 #[tokio::test]
@@ -410,14 +771,34 @@ async fn large_fetches_sent_from_the_file_decode_the_same_at_every_version() {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
-    assert_eq!(produce(&mut c, "big", 0, buf.freeze(), 9, id).await.error_code, 0);
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        produce(&mut c, "big", 0, buf.freeze(), 9, id)
+            .await
+            .error_code,
+        0
+    );
     for fv in [4, 11, 12, 13, 18] {
-        let resp = c.send(fetch_request("big", id, fv, 0, 0), fv).await.unwrap();
+        let resp = c
+            .send(fetch_request("big", id, fv, 0, 0), fv)
+            .await
+            .unwrap();
         let got = decode_records(&resp.responses[0].partitions[0].records);
         assert_eq!(got.len(), 40, "fetch v{fv}");
         for (i, r) in got.iter().enumerate() {
-            assert_eq!(r.value.as_ref().map(|v| (v.len(), v[0])), Some((10 * 1024, (i % 251) as u8)), "fetch v{fv} record {i}");
+            assert_eq!(
+                r.value.as_ref().map(|v| (v.len(), v[0])),
+                Some((10 * 1024, (i % 251) as u8)),
+                "fetch v{fv} record {i}"
+            );
         }
     }
 }
@@ -425,14 +806,56 @@ async fn large_fetches_sent_from_the_file_decode_the_same_at_every_version() {
 #[tokio::test]
 async fn background_retention_deletes_old_segments_and_moves_the_start_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let b = TestBroker::start(dir.path(), &[("log.retention.check.interval.ms", "50"), ("log.initial.task.delay.ms", "0")]).await;
+    let b = TestBroker::start(
+        dir.path(),
+        &[
+            ("log.retention.check.interval.ms", "50"),
+            ("log.initial.task.delay.ms", "0"),
+        ],
+    )
+    .await;
     let mut c = b.conn().await;
-    create_topic(&mut c, "short", 1, &[("segment.bytes", "1024"), ("retention.bytes", "2048")]).await;
+    create_topic(
+        &mut c,
+        "short",
+        1,
+        &[("segment.bytes", "1024"), ("retention.bytes", "2048")],
+    )
+    .await;
     for i in 0..40 {
-        produce(&mut c, "short", 0, batch(3, Compression::None, i), 9, uuid::Uuid::nil()).await;
+        produce(
+            &mut c,
+            "short",
+            0,
+            batch(3, Compression::None, i),
+            9,
+            uuid::Uuid::nil(),
+        )
+        .await;
     }
-    let earliest = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default().with_name(TopicName(s("short"))).with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-2)])]);
-    let log_files = || std::fs::read_dir(dir.path().join("short-0")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log")).count();
+    let earliest = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(s("short")))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-2),
+                ]),
+        ]);
+    let log_files = || {
+        std::fs::read_dir(dir.path().join("short-0"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".log")
+            })
+            .count()
+    };
     let (mut start, mut segs) = (0, usize::MAX);
     // Deadline-bounded wait for the background task (every 50 ms here).
     for _ in 0..200 {
@@ -446,8 +869,14 @@ async fn background_retention_deletes_old_segments_and_moves_the_start_offset() 
     assert!(start > 0, "retention never moved the log start offset");
     // retention.bytes=2048 over 1 KiB segments keeps at most 3 closed ones plus the active.
     assert!(segs <= 4, "{segs} segments left");
-    let resp = c.send(fetch_request("short", uuid::Uuid::nil(), 12, start, 0), 12).await.unwrap();
-    assert_eq!(decode_records(&resp.responses[0].partitions[0].records)[0].offset, start);
+    let resp = c
+        .send(fetch_request("short", uuid::Uuid::nil(), 12, start, 0), 12)
+        .await
+        .unwrap();
+    assert_eq!(
+        decode_records(&resp.responses[0].partitions[0].records)[0].offset,
+        start
+    );
 }
 
 #[tokio::test]
@@ -458,11 +887,37 @@ async fn flush_messages_one_fsyncs_before_the_ack() {
     create_topic(&mut c, "synced", 1, &[("flush.messages", "1")]).await;
     create_topic(&mut c, "lazy", 1, &[]).await;
     for _ in 0..3 {
-        produce(&mut c, "synced", 0, batch(2, Compression::None, 0), 9, uuid::Uuid::nil()).await;
-        produce(&mut c, "lazy", 0, batch(2, Compression::None, 0), 9, uuid::Uuid::nil()).await;
+        produce(
+            &mut c,
+            "synced",
+            0,
+            batch(2, Compression::None, 0),
+            9,
+            uuid::Uuid::nil(),
+        )
+        .await;
+        produce(
+            &mut c,
+            "lazy",
+            0,
+            batch(2, Compression::None, 0),
+            9,
+            uuid::Uuid::nil(),
+        )
+        .await;
     }
     let broker = b.running.as_ref().unwrap().broker();
     // The recovery point (everything below it is fsynced) reaches the end only when asked.
-    assert_eq!(broker.partition("synced", 0).unwrap().log().recovery_point(), 6);
-    assert_eq!(broker.partition("lazy", 0).unwrap().log().recovery_point(), 0);
+    assert_eq!(
+        broker
+            .partition("synced", 0)
+            .unwrap()
+            .log()
+            .recovery_point(),
+        6
+    );
+    assert_eq!(
+        broker.partition("lazy", 0).unwrap().log().recovery_point(),
+        0
+    );
 }

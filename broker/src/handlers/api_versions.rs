@@ -1,7 +1,7 @@
 //! ApiVersions: the version ranges this broker serves (KIP-511 fallback in `server`).
 
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
 use super::SUPPORTED_APIS;
 

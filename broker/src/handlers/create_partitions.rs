@@ -10,16 +10,25 @@ use super::sb;
 use crate::broker::Broker;
 
 /// Answers CreatePartitions.
-pub async fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in req.topics {
         let name = t.name.0.as_str().to_string();
         let node = broker.config.node_id;
         let res = match &t.assignments {
-            Some(a) if a.iter().flat_map(|x| x.broker_ids.iter()).any(|b| b.0 != node) => Err((
-                ResponseError::InvalidReplicaAssignment.code(),
-                "Unknown broker in the replica assignment".to_string(),
-            )),
+            Some(a)
+                if a.iter()
+                    .flat_map(|x| x.broker_ids.iter())
+                    .any(|b| b.0 != node) =>
+            {
+                Err((
+                    ResponseError::InvalidReplicaAssignment.code(),
+                    "Unknown broker in the replica assignment".to_string(),
+                ))
+            }
             _ => broker
                 .create_partitions(&name, t.count, req.validate_only)
                 .await

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::describe_configs::{self, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
@@ -30,7 +32,11 @@ fn result_configs(broker: &Broker, cfg: &TopicConfig) -> Vec<CreatableTopicConfi
 }
 
 /// Answers CreateTopics.
-pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
         .topics
@@ -53,7 +59,9 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16
         if duplicates.contains(&name) {
             results.push(fail(
                 ResponseError::InvalidRequest.code(),
-                format!("Create topics request from client contains multiple entries for topic {name}"),
+                format!(
+                    "Create topics request from client contains multiple entries for topic {name}"
+                ),
             ));
             continue;
         }
@@ -64,7 +72,12 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16
                 Some(v) => {
                     configs.insert(c.name.as_str().to_string(), v.as_str().to_string());
                 }
-                None => bad_config = Some(format!("Null value not supported for topic configs: {}", c.name.as_str())),
+                None => {
+                    bad_config = Some(format!(
+                        "Null value not supported for topic configs: {}",
+                        c.name.as_str()
+                    ))
+                }
             }
         }
         if let Some(msg) = bad_config {
@@ -121,7 +134,14 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16
             broker
                 .create_topic(&name, partitions, rf, configs)
                 .await
-                .map(|topic| (topic.partitions.len() as i32, 1, topic.config.clone(), topic.id))
+                .map(|topic| {
+                    (
+                        topic.partitions.len() as i32,
+                        1,
+                        topic.config.clone(),
+                        topic.id,
+                    )
+                })
         };
         match outcome {
             Ok((p, r, cfg, id)) => {

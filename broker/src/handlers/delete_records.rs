@@ -11,12 +11,12 @@ use crate::log::LogError;
 
 /// Answers DeleteRecords; offset -1 means the high watermark.
 pub fn handle(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = broker.topic(t.name.0.as_str());
-            let partitions = t
+    let topics =
+        req.topics
+            .into_iter()
+            .map(|t| {
+                let topic = broker.topic(t.name.0.as_str());
+                let partitions = t
                 .partitions
                 .into_iter()
                 .map(|p| {
@@ -42,10 +42,10 @@ pub fn handle(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsRespon
                     }
                 })
                 .collect();
-            DeleteRecordsTopicResult::default()
-                .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
     DeleteRecordsResponse::default().with_topics(topics)
 }

@@ -11,12 +11,22 @@ use super::sb;
 use crate::broker::Broker;
 
 /// Answers DeleteTopics.
-pub async fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6 in `topics` (by name or id).
     let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-        req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        req.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::new();
     for (name, id) in wanted {
@@ -35,7 +45,7 @@ pub async fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16
                     .with_name(name)
                     .with_topic_id(id)
                     .with_error_code(code)
-                    .with_error_message(Some(sb("This server does not host this topic.")))
+                    .with_error_message(Some(sb("This server does not host this topic."))),
             );
             continue;
         };

@@ -30,22 +30,40 @@ fn config_type(key: &str) -> i8 {
     const DOUBLE: i8 = 6;
     const LIST: i8 = 7;
     match key {
-        "cleanup.policy" | "listeners" | "advertised.listeners" | "log.dirs" | "log.cleanup.policy" => LIST,
+        "cleanup.policy"
+        | "listeners"
+        | "advertised.listeners"
+        | "log.dirs"
+        | "log.cleanup.policy" => LIST,
         "compression.type" | "message.timestamp.type" | "log.message.timestamp.type" => STRING,
-        "preallocate" | "unclean.leader.election.enable" | "auto.create.topics.enable"
+        "preallocate"
+        | "unclean.leader.election.enable"
+        | "auto.create.topics.enable"
         | "delete.topic.enable" => BOOLEAN,
         "min.cleanable.dirty.ratio" => DOUBLE,
-        "max.message.bytes" | "min.insync.replicas" | "segment.bytes" | "segment.index.bytes"
-        | "index.interval.bytes" | "num.partitions" | "node.id" | "broker.id"
-        | "message.max.bytes" | "socket.request.max.bytes" | "log.index.interval.bytes"
-        | "log.index.size.max.bytes" | "default.replication.factor" => INT,
+        "max.message.bytes"
+        | "min.insync.replicas"
+        | "segment.bytes"
+        | "segment.index.bytes"
+        | "index.interval.bytes"
+        | "num.partitions"
+        | "node.id"
+        | "broker.id"
+        | "message.max.bytes"
+        | "socket.request.max.bytes"
+        | "log.index.interval.bytes"
+        | "log.index.size.max.bytes"
+        | "default.replication.factor" => INT,
         _ => LONG,
     }
 }
 
 /// The broker key a topic key defaults from.
 fn broker_synonym(key: &str) -> Option<&'static str> {
-    TOPIC_CONFIG_KEYS.iter().find(|(k, _)| *k == key).map(|(_, b)| *b)
+    TOPIC_CONFIG_KEYS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, b)| *b)
 }
 
 /// Where a non-overridden topic config's value comes from.
@@ -58,7 +76,12 @@ pub fn default_source(broker: &Broker, topic_key: &str) -> Option<i8> {
     })
 }
 
-fn entry(name: &str, value: &str, source: i8, synonyms: Vec<DescribeConfigsSynonym>) -> DescribeConfigsResourceResult {
+fn entry(
+    name: &str,
+    value: &str,
+    source: i8,
+    synonyms: Vec<DescribeConfigsSynonym>,
+) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(sb(name))
         .with_value(Some(sb(value)))
@@ -77,7 +100,11 @@ fn wanted(keys: &Option<Vec<kafka_protocol::protocol::StrBytes>>, name: &str) ->
 }
 
 /// Answers DescribeConfigs.
-pub fn handle(broker: &Broker, req: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
+pub fn handle(
+    broker: &Broker,
+    req: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
     let mut results = Vec::new();
     for r in req.resources {
         let name = r.resource_name.as_str().to_string();
@@ -89,7 +116,9 @@ pub fn handle(broker: &Broker, req: DescribeConfigsRequest, _version: i16) -> De
                 let Some(topic) = broker.topic(&name) else {
                     results.push(
                         base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_error_message(Some(sb(&format!("Topic '{name}' does not exist.")))),
+                            .with_error_message(Some(sb(&format!(
+                                "Topic '{name}' does not exist."
+                            )))),
                     );
                     continue;
                 };
@@ -100,7 +129,11 @@ pub fn handle(broker: &Broker, req: DescribeConfigsRequest, _version: i16) -> De
                     .filter(|(k, _, _)| wanted(&r.configuration_keys, k))
                     .map(|(k, v, overridden)| {
                         let dflt = default_source(broker, k).unwrap_or(CONFIG_SOURCE_DEFAULT);
-                        let source = if overridden { CONFIG_SOURCE_TOPIC } else { dflt };
+                        let source = if overridden {
+                            CONFIG_SOURCE_TOPIC
+                        } else {
+                            dflt
+                        };
                         let mut synonyms = Vec::new();
                         if req.include_synonyms {
                             if overridden {
@@ -145,7 +178,11 @@ pub fn handle(broker: &Broker, req: DescribeConfigsRequest, _version: i16) -> De
                     .into_iter()
                     .filter(|(k, _, _)| wanted(&r.configuration_keys, k))
                     .map(|(k, v, explicit)| {
-                        let source = if explicit { CONFIG_SOURCE_STATIC_BROKER } else { CONFIG_SOURCE_DEFAULT };
+                        let source = if explicit {
+                            CONFIG_SOURCE_STATIC_BROKER
+                        } else {
+                            CONFIG_SOURCE_DEFAULT
+                        };
                         entry(&k, &v, source, vec![])
                     })
                     .collect();

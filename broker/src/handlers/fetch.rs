@@ -56,7 +56,11 @@ impl FetchReply {
 fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchReply, usize, bool) {
     let by_id = version >= 13;
     let read_committed = req.isolation_level == 1;
-    let mut remaining = if req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    let mut remaining = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
     let mut total = 0usize;
     let mut any_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());

@@ -18,20 +18,28 @@ const OP_SUBTRACT: i8 = 3;
 const LIST_KEYS: &[&str] = &["cleanup.policy"];
 
 /// Answers IncrementalAlterConfigs.
-pub async fn handle(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for r in req.resources {
         let name = r.resource_name.as_str().to_string();
         let base = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        let fail = |code: i16, msg: String| base.clone().with_error_code(code).with_error_message(Some(sb(&msg)));
+        let fail = |code: i16, msg: String| {
+            base.clone()
+                .with_error_code(code)
+                .with_error_message(Some(sb(&msg)))
+        };
         match r.resource_type {
             RESOURCE_TOPIC => {}
             RESOURCE_BROKER => {
                 responses.push(fail(
                     ResponseError::InvalidRequest.code(),
-                    "Dynamic broker configs are not supported yet; set them in server.properties".into(),
+                    "Dynamic broker configs are not supported yet; set them in server.properties"
+                        .into(),
                 ));
                 continue;
             }
@@ -81,7 +89,12 @@ pub async fn handle(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest) -
                         .map(|s| s.trim().to_string())
                         .filter(|s| !s.is_empty())
                         .collect();
-                    for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    for v in value
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                    {
                         if c.config_operation == OP_APPEND {
                             if !items.iter().any(|i| i == v) {
                                 items.push(v.to_string());
@@ -102,7 +115,10 @@ pub async fn handle(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest) -
             responses.push(fail(ResponseError::InvalidConfig.code(), msg));
             continue;
         }
-        match broker.set_topic_config(&name, overrides, req.validate_only).await {
+        match broker
+            .set_topic_config(&name, overrides, req.validate_only)
+            .await
+        {
             Ok(()) => responses.push(base),
             Err(e) => responses.push(fail(e.code(), e.to_string())),
         }

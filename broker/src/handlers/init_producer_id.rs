@@ -11,8 +11,14 @@ pub fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResp
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
-        tracing::info!("refusing a transactional InitProducerId: transactions are not supported yet");
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
+        tracing::info!(
+            "refusing a transactional InitProducerId: transactions are not supported yet"
+        );
         return resp.with_error_code(ResponseError::UnsupportedVersion.code());
     }
     match broker.next_producer_id() {

@@ -49,7 +49,9 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOff
                         MAX_TIMESTAMP => log.max_timestamp_record(),
                         ts if ts >= 0 => log.offset_for_timestamp(ts),
                         other => {
-                            return base.with_error_code(ResponseError::InvalidRequest.code()).with_timestamp(other);
+                            return base
+                                .with_error_code(ResponseError::InvalidRequest.code())
+                                .with_timestamp(other);
                         }
                     };
                     match found {

@@ -127,9 +127,11 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
         // The field exists only in v8-v10 (DescribeCluster carries it later).
-        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
-            acl_ops::cluster_all()
-        } else {
-            acl_ops::NOT_REQUESTED
-        })
+        .with_cluster_authorized_operations(
+            if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
+                acl_ops::cluster_all()
+            } else {
+                acl_ops::NOT_REQUESTED
+            },
+        )
 }

@@ -73,7 +73,9 @@ pub enum Reply {
 pub async fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
     Reply::Response(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version).await),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(broker, r, version).await)
+        }
         RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
             Some(resp) => ResponseKind::Produce(resp),
             None => return Reply::Nothing,
@@ -100,7 +102,9 @@ pub async fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) 
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, r))
         }
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(broker, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(broker, r))
+        }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, r))
         }
@@ -152,12 +156,29 @@ pub mod acl_ops {
 
     /// Everything an unauthenticated user may do to a topic (no ACLs yet).
     pub fn topic_all() -> i32 {
-        mask(&[READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS])
+        mask(&[
+            READ,
+            WRITE,
+            CREATE,
+            DELETE,
+            ALTER,
+            DESCRIBE,
+            DESCRIBE_CONFIGS,
+            ALTER_CONFIGS,
+        ])
     }
 
     /// Everything on the cluster resource.
     pub fn cluster_all() -> i32 {
-        mask(&[CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE])
+        mask(&[
+            CREATE,
+            ALTER,
+            DESCRIBE,
+            CLUSTER_ACTION,
+            DESCRIBE_CONFIGS,
+            ALTER_CONFIGS,
+            IDEMPOTENT_WRITE,
+        ])
     }
 
     /// Sentinel for "not requested".

@@ -54,10 +54,11 @@ pub async fn handle(
                 ));
                 continue;
             }
-            let Some(partition) = topic
-                .as_ref()
-                .and_then(|t| usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i)))
-            else {
+            let Some(partition) = topic.as_ref().and_then(|t| {
+                usize::try_from(pd.index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            }) else {
                 partitions.push(error(pd.index, unknown_code, None));
                 continue;
             };

@@ -163,7 +163,9 @@ pub fn check_batch(batch: &[u8]) -> Result<BatchHeader, BatchError> {
         )));
     }
     if h.records_count < 0 || h.last_offset_delta < 0 {
-        return Err(BatchError::Corrupt("negative record count or offset delta".into()));
+        return Err(BatchError::Corrupt(
+            "negative record count or offset delta".into(),
+        ));
     }
     Ok(h)
 }
@@ -218,7 +220,9 @@ fn records_section(batch: &Bytes, h: &BatchHeader) -> Result<Bytes, BatchError> 
         2 => Snappy::decompress(&mut body, take).map_err(err),
         3 => Lz4::decompress(&mut body, take).map_err(err),
         4 => Zstd::decompress(&mut body, take).map_err(err),
-        c => Err(BatchError::Invalid(format!("unknown compression codec {c}"))),
+        c => Err(BatchError::Invalid(format!(
+            "unknown compression codec {c}"
+        ))),
     }
 }
 
@@ -230,7 +234,9 @@ pub fn records(batch: &Bytes) -> Result<Vec<RecordInfo>, BatchError> {
     for _ in 0..h.records_count {
         let len = get_varint(&mut body)?;
         if len < 0 || len as usize > body.remaining() {
-            return Err(BatchError::Corrupt(format!("record length {len} overruns the batch")));
+            return Err(BatchError::Corrupt(format!(
+                "record length {len} overruns the batch"
+            )));
         }
         let mut rec = body.split_to(len as usize);
         if !rec.has_remaining() {
@@ -293,7 +299,9 @@ pub fn validate_produce(
     let mut out = Vec::new();
     let mut pos = 0usize;
     if payload.is_empty() {
-        return Err(BatchError::Invalid("produce request carries no record batch".into()));
+        return Err(BatchError::Invalid(
+            "produce request carries no record batch".into(),
+        ));
     }
     while pos < payload.len() {
         let rest = &payload[pos..];
@@ -306,7 +314,7 @@ pub fn validate_produce(
             )));
         }
         let size = LOG_OVERHEAD + len as usize;
-        if rest.len() >= MAGIC_OFFSET + 1 && rest[MAGIC_OFFSET] != 2 {
+        if rest.len() > MAGIC_OFFSET && rest[MAGIC_OFFSET] != 2 {
             return Err(BatchError::Invalid(format!(
                 "produce requests must use message format v2, got v{}",
                 rest[MAGIC_OFFSET]
@@ -321,7 +329,9 @@ pub fn validate_produce(
         let batch = payload.slice(pos..pos + size);
         let header = check_batch(&batch)?;
         if header.is_control() {
-            return Err(BatchError::Invalid("clients may not produce control batches".into()));
+            return Err(BatchError::Invalid(
+                "clients may not produce control batches".into(),
+            ));
         }
         if header.records_count == 0 {
             return Err(BatchError::Invalid("batch has no records".into()));
@@ -347,7 +357,6 @@ pub fn validate_produce(
         out.push(ValidatedBatch { header, start: pos });
         pos += size;
     }
-    let _ = CRC_OFFSET;
     Ok(out)
 }
 
@@ -433,7 +442,10 @@ pub(crate) mod tests {
         let last = m.len() - 1;
         m[last] ^= 0xff;
         let err = validate_produce(&Bytes::from(m), 1 << 20).unwrap_err();
-        assert!(matches!(err, BatchError::Corrupt(ref s) if s.contains("CRC")), "{err}");
+        assert!(
+            matches!(err, BatchError::Corrupt(ref s) if s.contains("CRC")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -458,7 +470,10 @@ pub(crate) mod tests {
         let mut m = encode_batch(2, 0, Compression::Lz4).to_vec();
         patch_offsets(&mut m, 12345, 7);
         let h = check_batch(&m).unwrap();
-        assert_eq!((h.base_offset, h.partition_leader_epoch, h.last_offset()), (12345, 7, 12346));
+        assert_eq!(
+            (h.base_offset, h.partition_leader_epoch, h.last_offset()),
+            (12345, 7, 12346)
+        );
     }
 
     #[test]

@@ -24,7 +24,12 @@ pub fn read(path: &Path) -> io::Result<Offsets> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Offsets::new()),
         Err(e) => return Err(e),
     };
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+    let bad = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
     let mut lines = text.lines();
     if lines.next().map(str::trim) != Some("0") {
         return Err(bad("unsupported checkpoint version"));

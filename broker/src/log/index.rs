@@ -166,9 +166,7 @@ impl OffsetIndex {
     /// indexed batch that ends at or before `offset`, or 0.
     pub fn lookup(&self, offset: i64) -> io::Result<u64> {
         let target = offset - self.base_offset;
-        let found = self
-            .inner
-            .floor(target, |e| Self::decode(e).0 as i64)?;
+        let found = self.inner.floor(target, |e| Self::decode(e).0 as i64)?;
         match found {
             Some(i) => Ok(self.entry(i)?.1),
             None => Ok(0),

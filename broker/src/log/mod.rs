@@ -218,7 +218,10 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().last().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .last()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
@@ -345,7 +348,8 @@ impl Log {
         old.close_active()?;
         let file = old.file();
         self.pending_flush.push(file);
-        self.segments.insert(base, Segment::create(&dir, base, now_ms)?);
+        self.segments
+            .insert(base, Segment::create(&dir, base, now_ms)?);
         Ok(())
     }
 
@@ -368,11 +372,8 @@ impl Log {
         if offset == end {
             return Ok(None);
         }
-        for (_, seg) in self.segments.range(..=offset).next_back().into_iter().chain(
-            self.segments
-                .range(offset.saturating_add(1)..)
-                .map(|(k, v)| (k, v)),
-        ) {
+        let holding = self.segments.range(..=offset).next_back().into_iter();
+        for (_, seg) in holding.chain(self.segments.range(offset.saturating_add(1)..)) {
             let Some(pos) = seg.position_of(offset)? else {
                 continue;
             };
@@ -465,7 +466,12 @@ impl Log {
     /// Applies `retention.ms` and `retention.bytes`, deleting whole segments (the active
     /// one is rolled first when it too has expired). Returns segments deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
-        if !self.config.cleanup_policy.split(',').any(|p| p.trim() == "delete") {
+        if !self
+            .config
+            .cleanup_policy
+            .split(',')
+            .any(|p| p.trim() == "delete")
+        {
             return Ok(0);
         }
         let mut deleted = 0;
@@ -534,7 +540,11 @@ impl Log {
             self.recovery_point = up_to;
         }
         let end = self.log_end_offset();
-        self.unflushed_messages = if up_to >= end { 0 } else { self.unflushed_messages };
+        self.unflushed_messages = if up_to >= end {
+            0
+        } else {
+            self.unflushed_messages
+        };
         self.last_flush_ms = now_ms;
     }
 

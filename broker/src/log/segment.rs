@@ -180,8 +180,7 @@ impl Segment {
                 break;
             };
             let total = h.total_size() as u64;
-            if h.batch_length < (HEADER_LEN - batch::LOG_OVERHEAD) as i32
-                || pos + total > self.size
+            if h.batch_length < (HEADER_LEN - batch::LOG_OVERHEAD) as i32 || pos + total > self.size
             {
                 reason = Some(format!("torn batch at position {pos}"));
                 break;
@@ -234,7 +233,12 @@ impl Segment {
     }
 
     /// Appends whole batches (offsets already assigned) at the end of the file.
-    pub fn append(&mut self, bytes: &[u8], headers: &[BatchHeader], interval: u64) -> io::Result<()> {
+    pub fn append(
+        &mut self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+        interval: u64,
+    ) -> io::Result<()> {
         let start = self.size;
         self.file.write_all_at(bytes, start)?;
         self.size += bytes.len() as u64;
@@ -292,7 +296,11 @@ impl Segment {
                 if let Ok(recs) = batch::records(&batch_bytes) {
                     for r in recs {
                         let off = h.base_offset + r.offset_delta as i64;
-                        let rts = if h.is_log_append_time() { h.max_timestamp } else { r.timestamp };
+                        let rts = if h.is_log_append_time() {
+                            h.max_timestamp
+                        } else {
+                            r.timestamp
+                        };
                         if off >= min_offset && rts >= ts {
                             return Ok(Some((off, rts)));
                         }

@@ -57,7 +57,10 @@ fn appended_records_get_consecutive_offsets_and_read_back() {
     assert_eq!(log.log_end_offset(), 8);
     assert_eq!(read_offsets(&log, 0), (0..8).collect::<Vec<_>>());
     assert_eq!(read_offsets(&log, 4), (4..8).collect::<Vec<_>>());
-    assert!(log.read(8, 1000, true).unwrap().is_none(), "at the end: empty");
+    assert!(
+        log.read(8, 1000, true).unwrap().is_none(),
+        "at the end: empty"
+    );
     assert!(matches!(
         log.read(9, 1000, true),
         Err(LogError::OffsetOutOfRange { .. })
@@ -108,8 +111,14 @@ fn timestamp_lookup_finds_the_first_record_at_or_after() {
     }
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 10_000)));
     assert_eq!(log.offset_for_timestamp(10_001).unwrap(), Some((1, 10_001)));
-    assert_eq!(log.offset_for_timestamp(12_050).unwrap(), Some((63, 12_100)));
-    assert_eq!(log.offset_for_timestamp(15_902).unwrap(), Some((179, 15_902)));
+    assert_eq!(
+        log.offset_for_timestamp(12_050).unwrap(),
+        Some((63, 12_100))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(15_902).unwrap(),
+        Some((179, 15_902))
+    );
     assert_eq!(log.offset_for_timestamp(15_903).unwrap(), None);
     assert_eq!(log.max_timestamp_record().unwrap(), Some((179, 15_902)));
 }
@@ -171,7 +180,11 @@ fn recovery_stops_at_a_corrupt_batch_and_drops_later_segments() {
     bytes[first_len + 70] ^= 0xff;
     std::fs::write(&second, &bytes).unwrap();
     let (log, _) = Log::open(dir.path(), cfg, LogCheckpoints::default(), false, 0).unwrap();
-    assert_eq!(log.segment_count(), 2, "segments after the corrupt one are dropped");
+    assert_eq!(
+        log.segment_count(),
+        2,
+        "segments after the corrupt one are dropped"
+    );
     assert_eq!(log.log_end_offset(), bases[1] + 2);
     let offsets = read_offsets(&log, 0);
     assert_eq!(offsets, (0..bases[1] + 2).collect::<Vec<_>>());
@@ -190,7 +203,10 @@ fn retention_by_bytes_and_time_deletes_whole_old_segments() {
     assert!(deleted > 0 && log.segment_count() == before - deleted);
     assert!(log.size_bytes() <= 2500 + 1000);
     assert_eq!(log.log_start_offset(), log.segment_bases()[0]);
-    assert!(matches!(log.read(0, 100, true), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 
     let cfg = config(&[("segment.bytes", "1000"), ("retention.ms", "500")]);
     log.set_config(cfg);
@@ -236,7 +252,7 @@ proptest::proptest! {
         let len = std::fs::metadata(&path).unwrap().len();
         let keep = len.saturating_sub(cut);
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(keep).unwrap();
-        let expected_end = ends.iter().filter(|(p, _)| *p <= keep).map(|(_, o)| *o).last().unwrap_or(0);
+        let expected_end = ends.iter().rev().find(|(p, _)| *p <= keep).map(|(_, o)| *o).unwrap_or(0);
         let (log, _) = Log::open(dir.path(), config(&[]), LogCheckpoints::default(), false, 0).unwrap();
         proptest::prop_assert_eq!(log.log_end_offset(), expected_end);
         proptest::prop_assert_eq!(read_offsets(&log, 0), (0..expected_end).collect::<Vec<_>>());

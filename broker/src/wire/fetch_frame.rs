@@ -207,7 +207,15 @@ mod tests {
     }
 
     /// Builds a response with two topics; every other partition's data lives in a file.
-    fn sample(version: i16, seed: u8) -> (FetchResponse, FetchResponse, Vec<Option<ReadSlice>>, tempfile::NamedTempFile) {
+    fn sample(
+        version: i16,
+        seed: u8,
+    ) -> (
+        FetchResponse,
+        FetchResponse,
+        Vec<Option<ReadSlice>>,
+        tempfile::NamedTempFile,
+    ) {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         let data: Vec<u8> = (0..5000u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
         file.write_all(&data).unwrap();
@@ -231,7 +239,11 @@ mod tests {
                     .with_last_stable_offset(999)
                     .with_log_start_offset(if version >= 5 { 5 } else { -1 })
                     .with_aborted_transactions(if p == 1 {
-                        Some(vec![AbortedTransaction::default().with_producer_id(ProducerId(7)).with_first_offset(3)])
+                        Some(vec![
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(7))
+                                .with_first_offset(3),
+                        ])
                     } else {
                         None
                     });
@@ -240,14 +252,24 @@ mod tests {
                 }
                 if version >= 12 && p == 2 {
                     pd = pd
-                        .with_diverging_epoch(EpochEndOffset::default().with_epoch(4).with_end_offset(77))
-                        .with_current_leader(LeaderIdAndEpoch::default().with_leader_id(BrokerId(1)).with_leader_epoch(9));
+                        .with_diverging_epoch(
+                            EpochEndOffset::default().with_epoch(4).with_end_offset(77),
+                        )
+                        .with_current_leader(
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(1))
+                                .with_leader_epoch(9),
+                        );
                 }
                 let bytes = Bytes::copy_from_slice(&data[pos as usize..pos as usize + len]);
                 if (p + t) % 2 == 0 {
                     in_parts.push(pd.clone().with_records(Some(bytes)));
                     fr_parts.push(pd.with_records(Some(Bytes::new())));
-                    slices.push(Some(ReadSlice { file: shared.clone(), position: pos, len }));
+                    slices.push(Some(ReadSlice {
+                        file: shared.clone(),
+                        position: pos,
+                        len,
+                    }));
                 } else {
                     in_parts.push(pd.clone().with_records(Some(bytes.clone())));
                     fr_parts.push(pd.with_records(Some(bytes)));
@@ -255,9 +277,19 @@ mod tests {
                 }
             }
             let topic = FetchableTopicResponse::default()
-                .with_topic(TopicName(StrBytes::from_string(if version >= 13 { String::new() } else { format!("topic-{t}") })))
-                .with_topic_id(if version >= 13 { uuid::Uuid::from_u128(t as u128 + 1) } else { uuid::Uuid::nil() });
-            inline.responses.push(topic.clone().with_partitions(in_parts));
+                .with_topic(TopicName(StrBytes::from_string(if version >= 13 {
+                    String::new()
+                } else {
+                    format!("topic-{t}")
+                })))
+                .with_topic_id(if version >= 13 {
+                    uuid::Uuid::from_u128(t as u128 + 1)
+                } else {
+                    uuid::Uuid::nil()
+                });
+            inline
+                .responses
+                .push(topic.clone().with_partitions(in_parts));
             framed.responses.push(topic.with_partitions(fr_parts));
         }
         (inline, framed, slices, file)
@@ -270,7 +302,8 @@ mod tests {
             for seed in [1u8, 3, 200] {
                 let (inline, framed, slices, _file) = sample(version, seed);
                 let want = crate_frame(&inline, version, header_version, 77);
-                let chunks = frame_fetch_response(&framed, version, header_version, 77, &slices).unwrap();
+                let chunks =
+                    frame_fetch_response(&framed, version, header_version, 77, &slices).unwrap();
                 assert!(chunks.iter().any(|c| matches!(c, Chunk::File(_))));
                 assert_eq!(materialize(&chunks), want, "fetch v{version} seed {seed}");
             }
