@@ -59,6 +59,9 @@ pub enum AdminError {
     /// TOPIC_DELETION_DISABLED.
     #[error("Topic deletion is disabled.")]
     DeletionDisabled,
+    /// POLICY_VIOLATION.
+    #[error("{0}")]
+    PolicyViolation(String),
     /// KAFKA_STORAGE_ERROR.
     #[error("storage error: {0}")]
     Storage(String),
@@ -77,6 +80,7 @@ impl AdminError {
             AdminError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment.code(),
             AdminError::InvalidConfig(_) => E::InvalidConfig.code(),
             AdminError::DeletionDisabled => E::TopicDeletionDisabled.code(),
+            AdminError::PolicyViolation(_) => E::PolicyViolation.code(),
             AdminError::Storage(_) => E::KafkaStorageError.code(),
         }
     }
@@ -248,6 +252,7 @@ impl Broker {
                 "Number of partitions was set to an invalid non-positive value.".into(),
             ));
         }
+        self.check_partition_policy(name, partitions)?;
         let rf = if replication_factor == -1 {
             self.config.default_replication_factor
         } else {
@@ -265,6 +270,16 @@ impl Broker {
         }
         let cfg = TopicConfig::new(&self.config.topic_defaults, configs.clone())?;
         Ok((partitions, rf, cfg))
+    }
+
+    fn check_partition_policy(&self, name: &str, partitions: i32) -> Result<(), AdminError> {
+        let max = self.config.policy_max_partitions;
+        if max >= 0 && partitions as i64 > max {
+            return Err(AdminError::PolicyViolation(format!(
+                "Topic {name} would have {partitions} partitions; the create-topic policy allows at most {max} (runnel.create.topic.policy.max.partitions)"
+            )));
+        }
+        Ok(())
     }
 
     /// Creates a topic (CreateTopics and auto-creation).
@@ -361,6 +376,7 @@ impl Broker {
                 "Topic already has {current} partition(s)."
             )));
         }
+        self.check_partition_policy(name, count)?;
         if validate_only {
             return Ok(());
         }

@@ -174,6 +174,10 @@ pub struct BrokerConfig {
     pub log_flush_scheduler_interval_ms: i64,
     /// `replica.fetch.wait.max.ms`-like cap on a Fetch long poll (`fetch.max.wait.ms` cap).
     pub fetch_max_wait_cap_ms: i64,
+    /// `runnel.create.topic.policy.max.partitions`: the built-in create-topic policy
+    /// (Kafka's pluggable `create.topic.policy.class.name` needs Java); topics or
+    /// partition increases above it fail with POLICY_VIOLATION. -1: no limit.
+    pub policy_max_partitions: i64,
     /// Defaults for topic-level settings, from the `log.*` broker keys.
     pub topic_defaults: TopicDefaults,
     /// Every key that was set explicitly, for DescribeConfigs on the broker.
@@ -203,6 +207,7 @@ impl Default for BrokerConfig {
             log_flush_offset_checkpoint_interval_ms: 60_000,
             log_flush_scheduler_interval_ms: 1_000,
             fetch_max_wait_cap_ms: 30_000,
+            policy_max_partitions: -1,
             topic_defaults: TopicDefaults::default(),
             explicit: BTreeMap::new(),
         }
@@ -264,6 +269,9 @@ impl BrokerConfig {
                 }
                 "log.retention.check.interval.ms" => {
                     c.log_retention_check_interval_ms = at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "runnel.create.topic.policy.max.partitions" => {
+                    c.policy_max_partitions = at_least(key, val, parse_num(key, val)?, -1)?
                 }
                 "log.initial.task.delay.ms" => {
                     c.log_initial_task_delay_ms = at_least(key, val, parse_num(key, val)?, 0)?
@@ -415,6 +423,10 @@ impl BrokerConfig {
             (
                 "log.initial.task.delay.ms",
                 self.log_initial_task_delay_ms.to_string(),
+            ),
+            (
+                "runnel.create.topic.policy.max.partitions",
+                self.policy_max_partitions.to_string(),
             ),
             ("log.segment.bytes", d.segment_bytes.to_string()),
             ("log.roll.ms", d.segment_ms.to_string()),

@@ -921,3 +921,33 @@ async fn flush_messages_one_fsyncs_before_the_ack() {
         0
     );
 }
+
+#[tokio::test]
+async fn the_create_topic_policy_refuses_with_policy_violation() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(
+        dir.path(),
+        &[("runnel.create.topic.policy.max.partitions", "4")],
+    )
+    .await;
+    let mut c = b.conn().await;
+    let r = create_topic(&mut c, "wide", 5, &[]).await;
+    assert_eq!(r.error_code, ResponseError::PolicyViolation.code());
+    assert!(r.error_message.unwrap().as_str().contains("at most 4"));
+    assert_eq!(create_topic(&mut c, "narrow", 4, &[]).await.error_code, 0);
+    let grow = c
+        .send(
+            CreatePartitionsRequest::default().with_topics(vec![
+                kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(TopicName(s("narrow")))
+                    .with_count(6),
+            ]),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        grow.results[0].error_code,
+        ResponseError::PolicyViolation.code()
+    );
+}
