@@ -44,10 +44,12 @@ pub struct Connection {
 impl Connection {
     /// Opens a TCP connection to `addr` (`host:port`).
     pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Io {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Io {
+                addr: addr.to_string(),
+                source,
+            })?;
         stream.set_nodelay(true).ok();
         Ok(Self {
             stream,

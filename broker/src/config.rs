@@ -313,6 +313,14 @@ impl BrokerConfig {
                 "log.message.timestamp.type" => {
                     c.topic_defaults.message_timestamp_type = parse_timestamp_type(key, val)?
                 }
+                "log.message.timestamp.before.max.ms" => {
+                    c.topic_defaults.message_timestamp_before_max_ms =
+                        at_least(key, val, parse_num(key, val)?, 0)?
+                }
+                "log.message.timestamp.after.max.ms" => {
+                    c.topic_defaults.message_timestamp_after_max_ms =
+                        at_least(key, val, parse_num(key, val)?, 0)?
+                }
                 "log.cleanup.policy" => c.topic_defaults.cleanup_policy = val.to_string(),
                 "compression.type" => {
                     c.topic_defaults.compression_type = parse_compression_type(key, val)?
@@ -446,6 +454,14 @@ impl BrokerConfig {
                 "log.message.timestamp.type",
                 d.message_timestamp_type.as_str().to_string(),
             ),
+            (
+                "log.message.timestamp.before.max.ms",
+                d.message_timestamp_before_max_ms.to_string(),
+            ),
+            (
+                "log.message.timestamp.after.max.ms",
+                d.message_timestamp_after_max_ms.to_string(),
+            ),
             ("log.cleanup.policy", d.cleanup_policy.clone()),
             ("compression.type", d.compression_type.clone()),
             ("min.insync.replicas", d.min_insync_replicas.to_string()),
@@ -524,6 +540,10 @@ pub struct TopicDefaults {
     pub max_message_bytes: i64,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime may be.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a CreateTime may be.
+    pub message_timestamp_after_max_ms: i64,
     /// `cleanup.policy`.
     pub cleanup_policy: String,
     /// `compression.type`.
@@ -545,6 +565,9 @@ impl Default for TopicDefaults {
             segment_index_bytes: 10_485_760,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: i64::MAX,
+            // Kafka 4 rejects timestamps more than an hour ahead by default.
+            message_timestamp_after_max_ms: 3_600_000,
             cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
             min_insync_replicas: 1,
@@ -614,6 +637,10 @@ pub struct TopicConfig {
     pub max_message_bytes: i64,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`.
+    pub message_timestamp_after_max_ms: i64,
     /// `cleanup.policy`.
     pub cleanup_policy: String,
     /// `compression.type`.
@@ -639,6 +666,8 @@ impl TopicConfig {
             index_interval_bytes: defaults.index_interval_bytes,
             max_message_bytes: defaults.max_message_bytes,
             message_timestamp_type: defaults.message_timestamp_type,
+            message_timestamp_before_max_ms: defaults.message_timestamp_before_max_ms,
+            message_timestamp_after_max_ms: defaults.message_timestamp_after_max_ms,
             cleanup_policy: defaults.cleanup_policy.clone(),
             compression_type: defaults.compression_type.clone(),
             min_insync_replicas: defaults.min_insync_replicas,
@@ -664,6 +693,12 @@ impl TopicConfig {
                 "message.timestamp.type" => {
                     c.message_timestamp_type = parse_timestamp_type(key, val)?
                 }
+                "message.timestamp.before.max.ms" => {
+                    c.message_timestamp_before_max_ms = at_least(key, val, parse_num(key, val)?, 0)?
+                }
+                "message.timestamp.after.max.ms" => {
+                    c.message_timestamp_after_max_ms = at_least(key, val, parse_num(key, val)?, 0)?
+                }
                 "cleanup.policy" => {
                     for p in val.split(',') {
                         if !matches!(p.trim(), "delete" | "compact") {
@@ -685,8 +720,6 @@ impl TopicConfig {
                 | "file.delete.delay.ms"
                 | "max.compaction.lag.ms"
                 | "min.compaction.lag.ms"
-                | "message.timestamp.after.max.ms"
-                | "message.timestamp.before.max.ms"
                 | "segment.jitter.ms" => {
                     at_least(key, val, parse_num(key, val)?, 0)?;
                 }
@@ -725,6 +758,12 @@ impl TopicConfig {
                     "index.interval.bytes" => self.index_interval_bytes.to_string(),
                     "max.message.bytes" => self.max_message_bytes.to_string(),
                     "message.timestamp.type" => self.message_timestamp_type.as_str().into(),
+                    "message.timestamp.before.max.ms" => {
+                        self.message_timestamp_before_max_ms.to_string()
+                    }
+                    "message.timestamp.after.max.ms" => {
+                        self.message_timestamp_after_max_ms.to_string()
+                    }
                     "cleanup.policy" => self.cleanup_policy.clone(),
                     "compression.type" => self.compression_type.clone(),
                     "min.insync.replicas" => self.min_insync_replicas.to_string(),
@@ -747,8 +786,6 @@ fn default_only_value(key: &str) -> &'static str {
         "file.delete.delay.ms" => "60000",
         "max.compaction.lag.ms" => "9223372036854775807",
         "min.compaction.lag.ms" => "0",
-        "message.timestamp.after.max.ms" => "3600000",
-        "message.timestamp.before.max.ms" => "9223372036854775807",
         "min.cleanable.dirty.ratio" => "0.5",
         "preallocate" => "false",
         "segment.jitter.ms" => "0",

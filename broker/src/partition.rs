@@ -7,7 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::log::batch::{self, BatchError};
+use crate::config::TimestampType;
+use crate::log::batch::{self, BatchError, ProduceLimits};
 use crate::log::{AppendInfo, Log, LogError};
 
 /// One topic partition hosted by this broker.
@@ -38,9 +39,22 @@ impl Partition {
 
     /// Validates and appends a produce payload.
     pub fn append_records(&self, payload: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
-        let max = self.log().config().max_message_bytes.max(0) as usize;
+        let limits = {
+            let log = self.log();
+            let cfg = log.config();
+            let timestamps = (cfg.message_timestamp_type == TimestampType::CreateTime).then(|| {
+                (
+                    now_ms.saturating_sub(cfg.message_timestamp_before_max_ms),
+                    now_ms.saturating_add(cfg.message_timestamp_after_max_ms),
+                )
+            });
+            ProduceLimits {
+                max_message_bytes: cfg.max_message_bytes.max(0) as usize,
+                timestamps,
+            }
+        };
         // Validation (CRC, decompression) runs before the lock is taken.
-        let batches = batch::validate_produce(payload, max).map_err(LogError::Batch)?;
+        let batches = batch::validate_produce_with(payload, &limits).map_err(LogError::Batch)?;
         let mut log = self.log();
         log.append(payload, &batches, now_ms)
     }
@@ -58,5 +72,6 @@ pub fn batch_error_code(e: &BatchError) -> i16 {
         BatchError::Corrupt(_) => E::CorruptMessage.code(),
         BatchError::Invalid(_) => E::InvalidRecord.code(),
         BatchError::TooLarge { .. } => E::MessageTooLarge.code(),
+        BatchError::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
     }
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use runnel_broker::{Broker, BrokerConfig, config::parse_properties, server};
 
 #[derive(Parser)]
-#[command(name = "runnel", version, about = "Runnel: an event streaming platform that speaks the Kafka protocol")]
+#[command(
+    name = "runnel",
+    version,
+    about = "Runnel: an event streaming platform that speaks the Kafka protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,14 +41,19 @@ struct ServerArgs {
 
 fn load_config(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
     let mut pairs = vec![
-        ("listeners".to_string(), "PLAINTEXT://127.0.0.1:9092".to_string()),
+        (
+            "listeners".to_string(),
+            "PLAINTEXT://127.0.0.1:9092".to_string(),
+        ),
         ("log.dirs".to_string(), "./runnel-data".to_string()),
     ];
     let mut explicit = Vec::new();
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        explicit.extend(parse_properties(&text).with_context(|| format!("parsing {}", path.display()))?);
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        explicit.extend(
+            parse_properties(&text).with_context(|| format!("parsing {}", path.display()))?,
+        );
     }
     if let Some(l) = &args.listeners {
         explicit.push(("listeners".into(), l.clone()));
@@ -96,9 +105,12 @@ fn real_main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(run_server(args)),
     }

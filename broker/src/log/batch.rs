@@ -23,6 +23,9 @@ pub enum BatchError {
     /// Well-formed but not acceptable (wrong magic, offsets not sequential, ...).
     #[error("invalid record batch: {0}")]
     Invalid(String),
+    /// A CreateTime outside `message.timestamp.before/after.max.ms` of the broker's clock.
+    #[error("{0}")]
+    InvalidTimestamp(String),
     /// Larger than `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge {
@@ -290,12 +293,37 @@ pub struct ValidatedBatch {
     pub start: usize,
 }
 
-/// Validates a Produce payload (one or more batches) as Kafka's log validator does:
-/// framing, magic 2, CRC32C, record count and sequential offset deltas, size limit.
+/// Limits a produced batch must respect.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceLimits {
+    /// `max.message.bytes`.
+    pub max_message_bytes: usize,
+    /// Accepted CreateTime range `[min, max]` (None: any, e.g. for LogAppendTime topics).
+    pub timestamps: Option<(i64, i64)>,
+}
+
+/// Validates a Produce payload with only a size limit.
 pub fn validate_produce(
     payload: &Bytes,
     max_message_bytes: usize,
 ) -> Result<Vec<ValidatedBatch>, BatchError> {
+    validate_produce_with(
+        payload,
+        &ProduceLimits {
+            max_message_bytes,
+            timestamps: None,
+        },
+    )
+}
+
+/// Validates a Produce payload (one or more batches) as Kafka's log validator does:
+/// framing, magic 2, CRC32C, record count and sequential offset deltas, size limit, and
+/// CreateTime bounds.
+pub fn validate_produce_with(
+    payload: &Bytes,
+    limits: &ProduceLimits,
+) -> Result<Vec<ValidatedBatch>, BatchError> {
+    let max_message_bytes = limits.max_message_bytes;
     let mut out = Vec::new();
     let mut pos = 0usize;
     if payload.is_empty() {
@@ -347,6 +375,15 @@ pub fn validate_produce(
                     r.offset_delta
                 )));
             }
+        }
+        if let Some((min, max)) = limits.timestamps
+            && !header.is_log_append_time()
+            && let Some(bad) = recs.iter().find(|r| r.timestamp < min || r.timestamp > max)
+        {
+            return Err(BatchError::InvalidTimestamp(format!(
+                "Timestamp {} of message with offset {} is out of range. The timestamp should be within [{min}, {max}]",
+                bad.timestamp, bad.offset_delta
+            )));
         }
         if header.last_offset_delta != header.records_count - 1 {
             return Err(BatchError::Invalid(format!(
@@ -453,6 +490,24 @@ pub(crate) mod tests {
         let b = encode_batch(50, 0, Compression::None);
         let err = validate_produce(&b, 100).unwrap_err();
         assert!(matches!(err, BatchError::TooLarge { max: 100, .. }));
+    }
+
+    #[test]
+    fn create_times_outside_the_window_are_invalid_timestamps() {
+        let b = encode_batch(3, 1_000, Compression::Gzip);
+        let limits = |lo, hi| ProduceLimits {
+            max_message_bytes: 1 << 20,
+            timestamps: Some((lo, hi)),
+        };
+        assert!(validate_produce_with(&b, &limits(1_000, 1_002)).is_ok());
+        assert!(matches!(
+            validate_produce_with(&b, &limits(1_001, 5_000)),
+            Err(BatchError::InvalidTimestamp(_))
+        ));
+        assert!(matches!(
+            validate_produce_with(&b, &limits(0, 1_001)),
+            Err(BatchError::InvalidTimestamp(_))
+        ));
     }
 
     #[test]
