@@ -6,9 +6,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Errors from a [`Connection`].
+/// Errors from a [`Connection`] (the low-level test connection).
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub enum ConnectionError {
     /// The socket failed or was closed by the broker.
     #[error("i/o error talking to {addr}: {source}")]
     Io {
@@ -43,10 +43,10 @@ pub struct Connection {
 
 impl Connection {
     /// Opens a TCP connection to `addr` (`host:port`).
-    pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
+    pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ConnectionError> {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|source| ClientError::Io {
+            .map_err(|source| ConnectionError::Io {
                 addr: addr.to_string(),
                 source,
             })?;
@@ -59,15 +59,19 @@ impl Connection {
         })
     }
 
-    fn io(&self, source: std::io::Error) -> ClientError {
-        ClientError::Io {
+    fn io(&self, source: std::io::Error) -> ConnectionError {
+        ConnectionError::Io {
             addr: self.addr.clone(),
             source,
         }
     }
 
     /// Sends `request` at `version` and waits for its response.
-    pub async fn send<R>(&mut self, request: R, version: i16) -> Result<R::Response, ClientError>
+    pub async fn send<R>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> Result<R::Response, ConnectionError>
     where
         R: Request,
         R::Response: Decodable + HeaderVersion,
@@ -78,14 +82,15 @@ impl Connection {
             &mut body,
             <R::Response as HeaderVersion>::header_version(version),
         )
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
         if header.correlation_id != correlation_id {
-            return Err(ClientError::Correlation {
+            return Err(ConnectionError::Correlation {
                 sent: correlation_id,
                 received: header.correlation_id,
             });
         }
-        R::Response::decode(&mut body, version).map_err(|e| ClientError::Protocol(e.to_string()))
+        R::Response::decode(&mut body, version)
+            .map_err(|e| ConnectionError::Protocol(e.to_string()))
     }
 
     /// Sends `request` without waiting for a response (for `acks=0` produce); returns the
@@ -94,7 +99,7 @@ impl Connection {
         &mut self,
         request: &R,
         version: i16,
-    ) -> Result<i32, ClientError> {
+    ) -> Result<i32, ConnectionError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
@@ -106,10 +111,10 @@ impl Connection {
         buf.put_i32(0);
         header
             .encode(&mut buf, R::header_version(version))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
         request
             .encode(&mut buf, version)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
         let len = (buf.len() - 4) as i32;
         buf[0..4].copy_from_slice(&len.to_be_bytes());
         self.send_raw(&buf).await?;
@@ -117,15 +122,17 @@ impl Connection {
     }
 
     /// Writes raw bytes to the socket (tests use it to send malformed frames).
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
         self.stream.write_all(bytes).await.map_err(|e| self.io(e))
     }
 
     /// Reads one length-prefixed frame.
-    pub async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
+    pub async fn read_frame(&mut self) -> Result<Bytes, ConnectionError> {
         let len = self.stream.read_i32().await.map_err(|e| self.io(e))?;
         if len < 0 || len as usize > MAX_RESPONSE_BYTES {
-            return Err(ClientError::Protocol(format!("bad response length {len}")));
+            return Err(ConnectionError::Protocol(format!(
+                "bad response length {len}"
+            )));
         }
         let mut body = vec![0u8; len as usize];
         self.stream
@@ -136,10 +143,10 @@ impl Connection {
     }
 
     /// Reads a frame and returns its correlation id and the rest (for raw-protocol tests).
-    pub async fn read_raw_response(&mut self) -> Result<(i32, Bytes), ClientError> {
+    pub async fn read_raw_response(&mut self) -> Result<(i32, Bytes), ConnectionError> {
         let mut body = self.read_frame().await?;
         if body.len() < 4 {
-            return Err(ClientError::Protocol("short response".into()));
+            return Err(ConnectionError::Protocol("short response".into()));
         }
         let id = body.get_i32();
         Ok((id, body))

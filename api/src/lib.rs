@@ -1,22 +1,48 @@
-//! Runnel's Kafka client library.
-//!
-//! Today it holds the low-level layer: a [`Connection`] that sends any Kafka request
-//! (typed by the `kafka-protocol` crate) and returns its typed response. The Producer,
-//! Consumer and Admin clients are built on it.
+//! Runnel's Kafka client library: an async [`Producer`], [`Consumer`] and [`Admin`] that
+//! work against any Kafka-protocol cluster (Runnel, Apache Kafka, Redpanda...).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), runnel_api::ClientError> {
-//! use runnel_api::Connection;
-//! use runnel_api::protocol::messages::MetadataRequest;
+//! use runnel_api::{Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+//! use std::time::Duration;
 //!
-//! let mut conn = Connection::connect("127.0.0.1:9092", "example").await?;
-//! let metadata = conn.send(MetadataRequest::default(), 12).await?;
-//! println!("{} brokers", metadata.brokers.len());
+//! let mut config = ProducerConfig::new("127.0.0.1:9092");
+//! config.set("linger.ms", "5")?.set("compression.type", "zstd")?;
+//! let producer = Producer::connect(config).await?;
+//! let meta = producer.send(ProducerRecord::new("greetings").key("k").value("hello")).await?.await?;
+//!
+//! let mut consumer = Consumer::connect(ConsumerConfig::new("127.0.0.1:9092")).await?;
+//! let tp = TopicPartition::new("greetings", meta.partition);
+//! consumer.assign(vec![tp.clone()]).await?;
+//! consumer.seek(&tp, meta.offset)?;
+//! let records = consumer.poll(Duration::from_secs(5)).await?;
+//! assert_eq!(records[0].value.as_deref(), Some(&b"hello"[..]));
 //! # Ok(()) }
 //! ```
+//!
+//! The low-level [`Connection`] sends any request typed by the `kafka-protocol` crate.
 
+pub mod admin;
+pub mod cluster;
 pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod murmur2;
+pub mod net;
+pub mod producer;
+pub mod records;
+pub mod serde;
 
-pub use connection::{ClientError, Connection};
+pub use admin::{Admin, AlterOp, ConfigEntry, NewTopic};
+pub use cluster::{ClientConfig, Cluster};
+pub use connection::Connection;
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, TopicPartition,
+};
+pub use error::ClientError;
 /// The protocol crate every request and response type comes from.
 pub use kafka_protocol as protocol;
+pub use producer::{
+    DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use records::{Compression, Header};

@@ -3,6 +3,14 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+
+/// mimalloc, for speed, and because it maps large allocations with MAP_NORESERVE: the
+/// protocol crate sizes a decoded array by the count a request claims, so a 20-byte
+/// request claiming 2^31 entries asks for hundreds of GiB. Reserved lazily, that
+/// allocation succeeds untouched, the decode then fails on the missing bytes, and the
+/// connection is closed, where the system allocator would abort the whole broker.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use runnel_broker::{Broker, BrokerConfig, config::parse_properties, server};
 

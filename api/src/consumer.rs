@@ -1,0 +1,642 @@
+//! The consumer with manual assignment: `assign`, `seek`, `position`, `poll`, with a
+//! fetch kept in flight per broker so the next records are on their way while the
+//! application handles the current ones. Group subscription comes with consumer groups.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), runnel_api::ClientError> {
+//! use runnel_api::{Consumer, ConsumerConfig, TopicPartition};
+//! use std::time::Duration;
+//!
+//! let mut consumer = Consumer::connect(ConsumerConfig::new("127.0.0.1:9092")).await?;
+//! consumer.assign(vec![TopicPartition::new("orders", 0)]).await?;
+//! consumer.seek_to_beginning(&[TopicPartition::new("orders", 0)]).await?;
+//! for record in consumer.poll(Duration::from_secs(1)).await? {
+//!     println!("{} @ {}: {:?}", record.partition, record.offset, record.value);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::task::JoinHandle;
+
+use crate::cluster::{ClientConfig, Cluster};
+use crate::error::ClientError;
+use crate::records::{Header, decode_batches};
+
+/// A topic and partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// `topic`/`partition`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+/// `auto.offset.reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// Start from the log start.
+    Earliest,
+    /// Start from the end.
+    Latest,
+    /// Fail with an error.
+    None,
+}
+
+/// `isolation.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// See every record.
+    #[default]
+    ReadUncommitted,
+    /// Stop at the last stable offset.
+    ReadCommitted,
+}
+
+/// Consumer settings, with the Java client's names and defaults.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Common settings.
+    pub client: ClientConfig,
+    /// `fetch.min.bytes`.
+    pub fetch_min_bytes: i32,
+    /// `fetch.max.wait.ms`.
+    pub fetch_max_wait: Duration,
+    /// `fetch.max.bytes`.
+    pub fetch_max_bytes: i32,
+    /// `max.partition.fetch.bytes`.
+    pub max_partition_fetch_bytes: i32,
+    /// `max.poll.records`.
+    pub max_poll_records: usize,
+    /// `auto.offset.reset`.
+    pub auto_offset_reset: OffsetReset,
+    /// `isolation.level`.
+    pub isolation_level: IsolationLevel,
+    /// `check.crcs`.
+    pub check_crcs: bool,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `bootstrap`.
+    pub fn new(bootstrap: &str) -> Self {
+        Self {
+            client: ClientConfig::new(bootstrap),
+            fetch_min_bytes: 1,
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_max_bytes: 52_428_800,
+            max_partition_fetch_bytes: 1_048_576,
+            max_poll_records: 500,
+            auto_offset_reset: OffsetReset::Latest,
+            isolation_level: IsolationLevel::ReadUncommitted,
+            check_crcs: true,
+        }
+    }
+
+    /// Applies a Java-client property.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self, ClientError> {
+        if self.client.set(key, value)? {
+            return Ok(self);
+        }
+        let bad = |why: &str| ClientError::Config(format!("{key}={value}: {why}"));
+        let num = || value.trim().parse::<i64>().map_err(|_| bad("not a number"));
+        match key {
+            "fetch.min.bytes" => self.fetch_min_bytes = num()? as i32,
+            "fetch.max.wait.ms" => {
+                self.fetch_max_wait = Duration::from_millis(num()?.max(0) as u64)
+            }
+            "fetch.max.bytes" => self.fetch_max_bytes = num()? as i32,
+            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes = num()? as i32,
+            "max.poll.records" => self.max_poll_records = num()?.max(1) as usize,
+            "auto.offset.reset" => {
+                self.auto_offset_reset = match value.trim() {
+                    "earliest" => OffsetReset::Earliest,
+                    "latest" => OffsetReset::Latest,
+                    "none" => OffsetReset::None,
+                    _ => return Err(bad("expected earliest, latest or none")),
+                }
+            }
+            "isolation.level" => {
+                self.isolation_level = match value.trim() {
+                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                    "read_committed" => IsolationLevel::ReadCommitted,
+                    _ => return Err(bad("expected read_uncommitted or read_committed")),
+                }
+            }
+            "check.crcs" => self.check_crcs = value.trim() == "true",
+            "group.id" | "enable.auto.commit" | "key.deserializer" | "value.deserializer" => {}
+            _ => {
+                return Err(ClientError::Config(format!(
+                    "unknown consumer property '{key}'"
+                )));
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp.
+    pub timestamp: i64,
+    /// Whether the timestamp is the broker's LogAppendTime.
+    pub log_append_time: bool,
+    /// Key.
+    pub key: Option<Bytes>,
+    /// Value.
+    pub value: Option<Bytes>,
+    /// Headers.
+    pub headers: Vec<Header>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionState {
+    /// Next offset handed to the application.
+    position: Option<i64>,
+    /// Next offset to fetch (ahead of `position` while records are buffered).
+    fetch_position: Option<i64>,
+    /// Bumped by seeks so stale in-flight results are dropped.
+    epoch: u64,
+}
+
+type FetchOutcome = Result<Vec<(TopicPartition, u64, i64, PartitionResult)>, ClientError>;
+
+enum PartitionResult {
+    Records(Vec<ConsumerRecord>, Option<i64>),
+    Error(i16),
+}
+
+/// An async consumer with manual partition assignment.
+pub struct Consumer {
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    state: HashMap<TopicPartition, PartitionState>,
+    order: Vec<TopicPartition>,
+    buffer: VecDeque<ConsumerRecord>,
+    in_flight: HashMap<i32, JoinHandle<FetchOutcome>>,
+}
+
+impl Consumer {
+    /// Connects to the cluster.
+    pub async fn connect(config: ConsumerConfig) -> Result<Self, ClientError> {
+        let cluster = Cluster::connect(config.client.clone()).await?;
+        Ok(Self {
+            cluster,
+            config,
+            state: HashMap::new(),
+            order: Vec::new(),
+            buffer: VecDeque::new(),
+            in_flight: HashMap::new(),
+        })
+    }
+
+    /// Replaces the assignment.
+    pub async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<(), ClientError> {
+        for tp in &partitions {
+            let t = self.cluster.topic(&tp.topic).await?;
+            if tp.partition < 0 || tp.partition as usize >= t.partitions.len() {
+                return Err(ClientError::Broker {
+                    code: 3,
+                    message: format!("{}-{} does not exist", tp.topic, tp.partition),
+                });
+            }
+        }
+        let old = std::mem::take(&mut self.state);
+        self.state = partitions
+            .iter()
+            .map(|tp| {
+                let s = old.get(tp).copied().unwrap_or(PartitionState {
+                    position: None,
+                    fetch_position: None,
+                    epoch: 0,
+                });
+                (tp.clone(), s)
+            })
+            .collect();
+        self.order = partitions;
+        self.buffer.retain(|r| {
+            self.state
+                .contains_key(&TopicPartition::new(r.topic.clone(), r.partition))
+        });
+        Ok(())
+    }
+
+    /// The current assignment.
+    pub fn assignment(&self) -> &[TopicPartition] {
+        &self.order
+    }
+
+    fn state_mut(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState, ClientError> {
+        self.state.get_mut(tp).ok_or_else(|| {
+            ClientError::Config(format!("{}-{} is not assigned", tp.topic, tp.partition))
+        })
+    }
+
+    /// Sets the next offset to read.
+    pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClientError> {
+        let s = self.state_mut(tp)?;
+        s.position = Some(offset);
+        s.fetch_position = Some(offset);
+        s.epoch += 1;
+        let (t, p) = (tp.topic.clone(), tp.partition);
+        self.buffer.retain(|r| !(r.topic == t && r.partition == p));
+        Ok(())
+    }
+
+    /// Seeks to the log start offsets.
+    pub async fn seek_to_beginning(&mut self, tps: &[TopicPartition]) -> Result<(), ClientError> {
+        let offsets = self.list_offsets(tps, -2).await?;
+        for (tp, o) in offsets {
+            self.seek(&tp, o)?;
+        }
+        Ok(())
+    }
+
+    /// Seeks to the log end offsets.
+    pub async fn seek_to_end(&mut self, tps: &[TopicPartition]) -> Result<(), ClientError> {
+        let offsets = self.list_offsets(tps, -1).await?;
+        for (tp, o) in offsets {
+            self.seek(&tp, o)?;
+        }
+        Ok(())
+    }
+
+    /// The next offset `poll` will return for `tp` (resolving `auto.offset.reset`).
+    pub async fn position(&mut self, tp: &TopicPartition) -> Result<i64, ClientError> {
+        if self.state_mut(tp)?.position.is_none() {
+            self.reset_positions().await?;
+        }
+        self.state_mut(tp)?
+            .position
+            .ok_or_else(|| ClientError::Protocol("no position".into()))
+    }
+
+    /// Offsets for times (or -1 latest / -2 earliest), per partition: (partition, offset).
+    pub async fn offsets_for_times(
+        &self,
+        query: &[(TopicPartition, i64)],
+    ) -> Result<Vec<(TopicPartition, i64, i64)>, ClientError> {
+        let mut out = Vec::new();
+        for (tp, ts) in query {
+            let r = self
+                .list_offsets_full(std::slice::from_ref(tp), *ts)
+                .await?;
+            out.extend(r);
+        }
+        Ok(out)
+    }
+
+    async fn list_offsets(
+        &self,
+        tps: &[TopicPartition],
+        ts: i64,
+    ) -> Result<Vec<(TopicPartition, i64)>, ClientError> {
+        Ok(self
+            .list_offsets_full(tps, ts)
+            .await?
+            .into_iter()
+            .map(|(tp, o, _)| (tp, o))
+            .collect())
+    }
+
+    async fn list_offsets_full(
+        &self,
+        tps: &[TopicPartition],
+        ts: i64,
+    ) -> Result<Vec<(TopicPartition, i64, i64)>, ClientError> {
+        let mut out = Vec::new();
+        for tp in tps {
+            let t = self.cluster.topic(&tp.topic).await?;
+            let leader = t
+                .partitions
+                .get(tp.partition as usize)
+                .map(|p| p.leader)
+                .unwrap_or(-1);
+            let conn = self.cluster.connection(leader).await?;
+            let req = ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_isolation_level(
+                    if self.config.isolation_level == IsolationLevel::ReadCommitted {
+                        1
+                    } else {
+                        0
+                    },
+                )
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+                        .with_partitions(vec![
+                            ListOffsetsPartition::default()
+                                .with_partition_index(tp.partition)
+                                .with_timestamp(ts),
+                        ]),
+                ]);
+            let resp = conn.send(&req).await?;
+            let p = resp
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .ok_or_else(|| ClientError::Protocol("empty ListOffsets response".into()))?;
+            if let Some(e) = ClientError::from_code(
+                p.error_code,
+                format!("ListOffsets {}-{}", tp.topic, tp.partition),
+            ) {
+                return Err(e);
+            }
+            out.push((tp.clone(), p.offset, p.timestamp));
+        }
+        Ok(out)
+    }
+
+    async fn reset_positions(&mut self) -> Result<(), ClientError> {
+        let missing: Vec<TopicPartition> = self
+            .order
+            .iter()
+            .filter(|tp| self.state[tp].position.is_none())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let ts = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => -2,
+            OffsetReset::Latest => -1,
+            OffsetReset::None => {
+                return Err(ClientError::Config(format!(
+                    "no offset for {missing:?} and auto.offset.reset=none"
+                )));
+            }
+        };
+        for (tp, o) in self.list_offsets(&missing, ts).await? {
+            self.seek(&tp, o)?;
+        }
+        Ok(())
+    }
+
+    /// Returns buffered records, fetching if needed, waiting up to `timeout`.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        self.reset_positions().await?;
+        loop {
+            if !self.buffer.is_empty() {
+                let n = self.buffer.len().min(self.config.max_poll_records);
+                let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
+                for r in &out {
+                    if let Some(s) = self
+                        .state
+                        .get_mut(&TopicPartition::new(r.topic.clone(), r.partition))
+                    {
+                        s.position = Some(r.offset + 1);
+                    }
+                }
+                // Pipelining: the next fetch leaves before the application sees these.
+                self.start_fetches().await;
+                return Ok(out);
+            }
+            self.start_fetches().await;
+            let now = Instant::now();
+            if now >= deadline || self.in_flight.is_empty() {
+                if self.in_flight.is_empty() && now < deadline {
+                    tokio::time::sleep(self.config.client.retry_backoff.min(deadline - now)).await;
+                    continue;
+                }
+                return Ok(Vec::new());
+            }
+            // Wait for whichever fetch completes first.
+            let node = {
+                let futs = self.in_flight.iter_mut().map(|(n, h)| {
+                    let n = *n;
+                    Box::pin(async move { (n, h.await) })
+                });
+                match tokio::time::timeout(deadline - now, futures_select_all(futs.collect())).await
+                {
+                    Ok((n, res)) => Some((n, res)),
+                    Err(_) => None,
+                }
+            };
+            let Some((n, res)) = node else {
+                return Ok(Vec::new());
+            };
+            self.in_flight.remove(&n);
+            match res {
+                Ok(Ok(parts)) => self.absorb(parts).await?,
+                Ok(Err(e)) => {
+                    tracing::debug!("fetch from broker {n} failed: {e}");
+                    tokio::time::sleep(self.config.client.retry_backoff).await;
+                }
+                Err(e) => return Err(ClientError::Protocol(format!("fetch task failed: {e}"))),
+            }
+        }
+    }
+
+    async fn absorb(
+        &mut self,
+        parts: Vec<(TopicPartition, u64, i64, PartitionResult)>,
+    ) -> Result<(), ClientError> {
+        for (tp, epoch, fetched_from, result) in parts {
+            let Some(s) = self.state.get_mut(&tp) else {
+                continue;
+            };
+            if s.epoch != epoch || s.fetch_position != Some(fetched_from) {
+                continue; // a seek happened meanwhile
+            }
+            match result {
+                PartitionResult::Records(records, next) => {
+                    let from = fetched_from;
+                    let mut last = None;
+                    for r in records.into_iter().filter(|r| r.offset >= from) {
+                        last = Some(r.offset);
+                        self.buffer.push_back(r);
+                    }
+                    let next = match (last, next) {
+                        (Some(l), Some(n)) => Some(n.max(l + 1)),
+                        (Some(l), None) => Some(l + 1),
+                        (None, Some(n)) if n > from => Some(n),
+                        _ => None,
+                    };
+                    if let Some(n) = next {
+                        s.fetch_position = Some(n);
+                    }
+                }
+                PartitionResult::Error(1) => {
+                    // OFFSET_OUT_OF_RANGE: apply auto.offset.reset.
+                    s.position = None;
+                    s.fetch_position = None;
+                    if self.config.auto_offset_reset == OffsetReset::None {
+                        return Err(ClientError::Broker {
+                            code: 1,
+                            message: format!(
+                                "offset out of range for {}-{}",
+                                tp.topic, tp.partition
+                            ),
+                        });
+                    }
+                }
+                PartitionResult::Error(code) => {
+                    tracing::debug!(topic = %tp.topic, partition = tp.partition, code, "fetch error; refreshing metadata");
+                    self.cluster.invalidate(&tp.topic).await;
+                }
+            }
+        }
+        self.reset_positions().await
+    }
+
+    async fn start_fetches(&mut self) {
+        // Partitions to fetch, grouped by leader, skipping leaders with a fetch in flight.
+        let mut by_leader: HashMap<i32, Vec<(TopicPartition, u64, i64)>> = HashMap::new();
+        for tp in &self.order {
+            let s = self.state[tp];
+            let Some(pos) = s.fetch_position else {
+                continue;
+            };
+            let Ok(t) = self.cluster.topic(&tp.topic).await else {
+                continue;
+            };
+            let leader = t
+                .partitions
+                .get(tp.partition as usize)
+                .map(|p| p.leader)
+                .unwrap_or(-1);
+            if leader < 0 || self.in_flight.contains_key(&leader) {
+                continue;
+            }
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push((tp.clone(), s.epoch, pos));
+        }
+        for (leader, parts) in by_leader {
+            let cluster = self.cluster.clone();
+            let config = self.config.clone();
+            self.in_flight
+                .insert(leader, tokio::spawn(fetch(cluster, config, leader, parts)));
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for (_, h) in self.in_flight.drain() {
+            h.abort();
+        }
+    }
+}
+
+/// Waits for the first of several futures.
+async fn futures_select_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) -> F::Output {
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+async fn fetch(
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    leader: i32,
+    parts: Vec<(TopicPartition, u64, i64)>,
+) -> FetchOutcome {
+    let conn = cluster.connection(leader).await?;
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for (tp, _, pos) in &parts {
+        let fp = FetchPartition::default()
+            .with_partition(tp.partition)
+            .with_fetch_offset(*pos)
+            .with_log_start_offset(-1)
+            .with_partition_max_bytes(config.max_partition_fetch_bytes);
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == tp.topic) {
+            Some(t) => t.partitions.push(fp),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
+                    .with_partitions(vec![fp]),
+            ),
+        }
+    }
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(config.fetch_max_wait.as_millis() as i32)
+        .with_min_bytes(config.fetch_min_bytes)
+        .with_max_bytes(config.fetch_max_bytes)
+        .with_isolation_level(if config.isolation_level == IsolationLevel::ReadCommitted {
+            1
+        } else {
+            0
+        })
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    // Topic ids (v13+) are not used: cap at v12 so names identify topics.
+    let version = conn
+        .version_for::<FetchRequest>()
+        .map(|v| v.min(12))
+        .ok_or_else(|| ClientError::Unsupported("Fetch".into()))?;
+    let resp = conn.send_at(&req, version).await?;
+    if let Some(e) = ClientError::from_code(resp.error_code, "fetch") {
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    for t in resp.responses {
+        let topic = t.topic.0.as_str().to_string();
+        for p in t.partitions {
+            let tp = TopicPartition::new(topic.clone(), p.partition_index);
+            let Some((_, epoch, pos)) = parts.iter().find(|(x, _, _)| *x == tp) else {
+                continue;
+            };
+            let result = if p.error_code != 0 {
+                PartitionResult::Error(p.error_code)
+            } else {
+                let decoded = decode_batches(p.records.unwrap_or_default(), config.check_crcs)
+                    .map_err(|e| {
+                        ClientError::Protocol(format!("{topic}-{}: {e}", p.partition_index))
+                    })?;
+                let records = decoded
+                    .records
+                    .into_iter()
+                    .map(|r| ConsumerRecord {
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        log_append_time: r.log_append_time,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                    })
+                    .collect();
+                PartitionResult::Records(records, decoded.next_offset)
+            };
+            out.push((tp, *epoch, *pos, result));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,329 @@
+//! A pipelined connection to one broker: many requests in flight, responses matched in
+//! order, versions negotiated with ApiVersions on connect.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{
+    Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ClientError;
+
+const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
+
+type Pending = Arc<Mutex<VecDeque<(i32, Option<oneshot::Sender<Result<Bytes, ClientError>>>)>>>;
+
+struct Outgoing {
+    frame: Bytes,
+    correlation_id: i32,
+    reply: Option<oneshot::Sender<Result<Bytes, ClientError>>>,
+}
+
+/// A shared, pipelined connection. Cloning shares it.
+#[derive(Clone)]
+pub struct BrokerConnection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: String,
+    client_id: String,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    next_id: std::sync::atomic::AtomicI32,
+    versions: HashMap<i16, (i16, i16)>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for BrokerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConnection")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+impl BrokerConnection {
+    /// Connects and negotiates API versions (falling back through the KIP-511 answer).
+    pub async fn connect(
+        addr: &str,
+        client_id: &str,
+        request_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let io = |e: std::io::Error| ClientError::Io(format!("{addr}: {e}"));
+        let stream = tokio::time::timeout(request_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout(format!("connecting to {addr}")))?
+            .map_err(io)?;
+        stream.set_nodelay(true).ok();
+        let (mut r, w) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        let pending: Pending = Arc::new(Mutex::new(VecDeque::new()));
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Writer: frames go out in order; each expected reply is queued before it is sent.
+        let wp = pending.clone();
+        let wclosed = closed.clone();
+        tokio::spawn(async move {
+            let mut w = BufWriter::with_capacity(64 * 1024, w);
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                for o in batch {
+                    if wclosed.load(std::sync::atomic::Ordering::SeqCst) {
+                        if let Some(r) = o.reply {
+                            let _ = r.send(Err(ClientError::Disconnected));
+                        }
+                        continue;
+                    }
+                    if o.reply.is_some() {
+                        wp.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back((o.correlation_id, o.reply));
+                    }
+                    if w.write_all(&o.frame).await.is_err() {
+                        wclosed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                if w.flush().await.is_err() {
+                    wclosed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        // Reader: responses arrive in request order.
+        let rp = pending.clone();
+        let rclosed = closed.clone();
+        tokio::spawn(async move {
+            let fail_all = |p: &Pending| {
+                for (_, reply) in p.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(ClientError::Disconnected));
+                    }
+                }
+            };
+            loop {
+                let len = match r.read_i32().await {
+                    Ok(n) if n >= 4 && (n as usize) <= MAX_RESPONSE_BYTES => n as usize,
+                    _ => break,
+                };
+                let mut body = vec![0u8; len];
+                if r.read_exact(&mut body).await.is_err() {
+                    break;
+                }
+                let body = Bytes::from(body);
+                // The whole response (header included) goes to the caller.
+                let id = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                let next = rp.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                match next {
+                    Some((expected, Some(reply))) if expected == id => {
+                        let _ = reply.send(Ok(body));
+                    }
+                    Some((expected, reply)) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(ClientError::Protocol(format!(
+                                "correlation id {id} where {expected} was expected"
+                            ))));
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            rclosed.store(true, std::sync::atomic::Ordering::SeqCst);
+            fail_all(&rp);
+        });
+        let mut conn = Self {
+            inner: Arc::new(Inner {
+                addr: addr.to_string(),
+                client_id: client_id.to_string(),
+                tx,
+                next_id: std::sync::atomic::AtomicI32::new(1),
+                versions: HashMap::new(),
+                closed,
+                request_timeout,
+            }),
+        };
+        let versions = conn.negotiate().await?;
+        // Only this task holds the Arc yet.
+        if let Some(inner) = Arc::get_mut(&mut conn.inner) {
+            inner.versions = versions;
+        }
+        Ok(conn)
+    }
+
+    async fn negotiate(&self) -> Result<HashMap<i16, (i16, i16)>, ClientError> {
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("runnel-api"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut version = 3;
+        for _ in 0..2 {
+            let mut body = self.raw_request(&req, version, false).await?;
+            body.advance(4); // ApiVersions responses always use header v0
+            // The KIP-511 answer to a too-new request is v0-encoded.
+            let resp = match ApiVersionsResponse::decode(&mut body.clone(), version) {
+                Ok(r) if r.error_code == 0 => r,
+                _ => ApiVersionsResponse::decode(&mut body, 0)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?,
+            };
+            if resp.error_code == 35 {
+                if let Some(av) = resp
+                    .api_keys
+                    .iter()
+                    .find(|a| a.api_key == ApiKey::ApiVersions as i16)
+                {
+                    version = av.max_version.min(3);
+                    continue;
+                }
+            }
+            if resp.error_code != 0 {
+                return Err(ClientError::Broker {
+                    code: resp.error_code,
+                    message: "ApiVersions failed".into(),
+                });
+            }
+            return Ok(resp
+                .api_keys
+                .iter()
+                .map(|a| (a.api_key, (a.min_version, a.max_version)))
+                .collect());
+        }
+        Err(ClientError::Protocol(
+            "ApiVersions negotiation did not converge".into(),
+        ))
+    }
+
+    /// Broker address.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Whether the socket has failed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The highest version both sides support for `R`, if any.
+    pub fn version_for<R: Request>(&self) -> Option<i16> {
+        let ours: VersionRange = R::VERSIONS;
+        let (lo, hi) = *self.inner.versions.get(&R::KEY)?;
+        let v = hi.min(ours.max);
+        (v >= lo.max(ours.min)).then_some(v)
+    }
+
+    /// Sends `req` at the negotiated version and decodes the response.
+    pub async fn send<R>(&self, req: &R) -> Result<R::Response, ClientError>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion,
+    {
+        let version = self.version_for::<R>().ok_or_else(|| {
+            ClientError::Unsupported(format!(
+                "broker {} does not support API key {}",
+                self.inner.addr,
+                R::KEY
+            ))
+        })?;
+        self.send_at(req, version).await
+    }
+
+    /// Sends `req` at `version` and decodes the response.
+    pub async fn send_at<R>(&self, req: &R, version: i16) -> Result<R::Response, ClientError>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion,
+    {
+        let mut body = self.raw_request(req, version, false).await?;
+        ResponseHeader::decode(
+            &mut body,
+            <R::Response as HeaderVersion>::header_version(version),
+        )
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+        .and_then(|_| {
+            R::Response::decode(&mut body, version)
+                .map_err(|e| ClientError::Protocol(e.to_string()))
+        })
+    }
+
+    /// Sends `req` expecting no response (Produce with acks=0).
+    pub async fn send_no_response<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<(), ClientError> {
+        self.raw_request(req, version, true).await.map(|_| ())
+    }
+
+    /// Returns the whole response after the size prefix: header, then body.
+    async fn raw_request<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        no_response: bool,
+    ) -> Result<Bytes, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Disconnected);
+        }
+        let id = self
+            .inner
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(id)
+            .with_client_id(Some(StrBytes::from_string(self.inner.client_id.clone())));
+        let mut buf = BytesMut::with_capacity(128);
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        req.encode(&mut buf, version)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let len = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&len.to_be_bytes());
+        if no_response {
+            self.inner
+                .tx
+                .send(Outgoing {
+                    frame: buf.freeze(),
+                    correlation_id: id,
+                    reply: None,
+                })
+                .map_err(|_| ClientError::Disconnected)?;
+            return Ok(Bytes::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Outgoing {
+                frame: buf.freeze(),
+                correlation_id: id,
+                reply: Some(tx),
+            })
+            .map_err(|_| ClientError::Disconnected)?;
+        match tokio::time::timeout(self.inner.request_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::Disconnected),
+            Err(_) => {
+                // A response that never came leaves the pipeline unusable.
+                self.inner
+                    .closed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(ClientError::Timeout(format!(
+                    "request to {}",
+                    self.inner.addr
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,777 @@
+//! The producer: per-partition batching with `batch.size` and `linger.ms`, compression,
+//! `acks`, retries within `delivery.timeout.ms`, `max.in.flight.requests.per.connection`,
+//! `buffer.memory` back-pressure, and the partitioners.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), runnel_api::ClientError> {
+//! use runnel_api::{Producer, ProducerConfig, ProducerRecord};
+//!
+//! let producer = Producer::connect(ProducerConfig::new("127.0.0.1:9092")).await?;
+//! let delivery = producer.send(ProducerRecord::new("orders").key("o-1").value("{\"qty\":2}")).await?;
+//! let meta = delivery.await?;
+//! println!("written to partition {} at offset {}", meta.partition, meta.offset);
+//! producer.close().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rand::Rng;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::cluster::{ClientConfig, Cluster};
+use crate::error::ClientError;
+use crate::murmur2::partition_for_key;
+use crate::records::{BatchBuilder, Compression, Header};
+
+/// A user-supplied partitioner.
+pub trait Partition: Send + Sync {
+    /// Picks a partition in `0..partitions` for a record.
+    fn partition(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        partitions: i32,
+    ) -> i32;
+}
+
+/// How records without an explicit partition are placed.
+#[derive(Clone, Default)]
+pub enum Partitioner {
+    /// Kafka's default: murmur2 of the key, positive, mod partitions; records without a
+    /// key stick to one partition for a whole batch, then move on (KIP-480/794).
+    #[default]
+    Default,
+    /// Every record to the next partition in turn (`RoundRobinPartitioner`).
+    RoundRobin,
+    /// A user-supplied partitioner.
+    Custom(Arc<dyn Partition>),
+}
+
+impl std::fmt::Debug for Partitioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Partitioner::Default => f.write_str("Default"),
+            Partitioner::RoundRobin => f.write_str("RoundRobin"),
+            Partitioner::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// Producer settings, with the Java client's names and defaults.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Common settings.
+    pub client: ClientConfig,
+    /// `acks`: -1 (all), 0 or 1.
+    pub acks: i16,
+    /// `linger.ms`.
+    pub linger: Duration,
+    /// `batch.size` in bytes.
+    pub batch_size: usize,
+    /// `compression.type`.
+    pub compression: Compression,
+    /// `retries`.
+    pub retries: u32,
+    /// `delivery.timeout.ms`.
+    pub delivery_timeout: Duration,
+    /// `max.in.flight.requests.per.connection`.
+    pub max_in_flight: usize,
+    /// `buffer.memory` in bytes.
+    pub buffer_memory: usize,
+    /// `max.block.ms`: how long `send` waits for buffer memory.
+    pub max_block: Duration,
+    /// `max.request.size`.
+    pub max_request_size: usize,
+    /// `partitioner.class` equivalent.
+    pub partitioner: Partitioner,
+}
+
+impl ProducerConfig {
+    /// Defaults for `bootstrap` (as the Java client's, but idempotence comes later).
+    pub fn new(bootstrap: &str) -> Self {
+        Self {
+            client: ClientConfig::new(bootstrap),
+            acks: -1,
+            linger: Duration::from_millis(5),
+            batch_size: 16_384,
+            compression: Compression::None,
+            retries: i32::MAX as u32,
+            delivery_timeout: Duration::from_secs(120),
+            max_in_flight: 5,
+            buffer_memory: 32 * 1024 * 1024,
+            max_block: Duration::from_secs(60),
+            max_request_size: 1_048_576,
+            partitioner: Partitioner::Default,
+        }
+    }
+
+    /// Applies a Java-client property (`acks`, `linger.ms`, `batch.size`,
+    /// `compression.type`, `retries`, ...).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self, ClientError> {
+        if self.client.set(key, value)? {
+            return Ok(self);
+        }
+        let bad = |why: &str| ClientError::Config(format!("{key}={value}: {why}"));
+        let num = || value.trim().parse::<u64>().map_err(|_| bad("not a number"));
+        match key {
+            "acks" => {
+                self.acks = match value.trim() {
+                    "all" | "-1" => -1,
+                    "0" => 0,
+                    "1" => 1,
+                    _ => return Err(bad("expected all, -1, 0 or 1")),
+                }
+            }
+            "linger.ms" => self.linger = Duration::from_millis(num()?),
+            "batch.size" => self.batch_size = num()? as usize,
+            "compression.type" => {
+                self.compression = Compression::parse(value).ok_or_else(|| bad("unknown codec"))?
+            }
+            "retries" => self.retries = num()?.min(u32::MAX as u64) as u32,
+            "delivery.timeout.ms" => self.delivery_timeout = Duration::from_millis(num()?),
+            "max.in.flight.requests.per.connection" => {
+                self.max_in_flight = (num()? as usize).max(1)
+            }
+            "buffer.memory" => self.buffer_memory = num()? as usize,
+            "max.block.ms" => self.max_block = Duration::from_millis(num()?),
+            "max.request.size" => self.max_request_size = num()? as usize,
+            "partitioner.class" => {
+                self.partitioner = match value.trim() {
+                    "org.apache.kafka.clients.producer.RoundRobinPartitioner"
+                    | "round_robin"
+                    | "roundrobin" => Partitioner::RoundRobin,
+                    "" | "default" => Partitioner::Default,
+                    _ => {
+                        return Err(bad(
+                            "only the default and RoundRobinPartitioner are built in",
+                        ));
+                    }
+                }
+            }
+            "enable.idempotence" | "key.serializer" | "value.serializer" => {}
+            _ => {
+                return Err(ClientError::Config(format!(
+                    "unknown producer property '{key}'"
+                )));
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
+    /// Key.
+    pub key: Option<Bytes>,
+    /// Value (`None` is a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers.
+    pub headers: Vec<Header>,
+    /// Timestamp in ms; `None` means now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record for `topic` with no key or value yet.
+    pub fn new(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            ..Default::default()
+        }
+    }
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    /// Sets the value.
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+    /// Sets the partition.
+    pub fn partition(mut self, p: i32) -> Self {
+        self.partition = Some(p);
+        self
+    }
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+    /// Sets the timestamp.
+    pub fn timestamp(mut self, ts: i64) -> Self {
+        self.timestamp = Some(ts);
+        self
+    }
+}
+
+/// Where a record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset (-1 with acks=0).
+    pub offset: i64,
+    /// The record's timestamp (the broker's with LogAppendTime).
+    pub timestamp: i64,
+}
+
+/// Resolves when the record is acknowledged (or fails).
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata, ClientError>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata, ClientError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+type Waiter = (oneshot::Sender<Result<RecordMetadata, ClientError>>, i64);
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    waiters: Vec<Waiter>,
+    created: Instant,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+struct ReadyBatch {
+    topic: String,
+    partition: i32,
+    bytes: Bytes,
+    waiters: Vec<Waiter>,
+    _permits: Vec<OwnedSemaphorePermit>,
+    first_ready: Instant,
+    attempts: u32,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    open: HashMap<(String, i32), OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    sticky: HashMap<String, i32>,
+    round_robin: HashMap<String, u32>,
+}
+
+struct Inner {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    acc: Mutex<Accumulator>,
+    wake: Notify,
+    memory: Arc<Semaphore>,
+    in_flight: Mutex<HashMap<i32, Arc<Semaphore>>>,
+    outstanding: AtomicUsize,
+    idle: Notify,
+    closed: AtomicBool,
+}
+
+/// An async Kafka producer. Cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl Producer {
+    /// Connects to the cluster and starts the sender.
+    pub async fn connect(config: ProducerConfig) -> Result<Self, ClientError> {
+        let cluster = Cluster::connect(config.client.clone()).await?;
+        let memory = Arc::new(Semaphore::new(
+            config.buffer_memory.clamp(1, Semaphore::MAX_PERMITS),
+        ));
+        let inner = Arc::new(Inner {
+            cluster,
+            config,
+            acc: Mutex::new(Accumulator::default()),
+            wake: Notify::new(),
+            memory,
+            in_flight: Mutex::new(HashMap::new()),
+            outstanding: AtomicUsize::new(0),
+            idle: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(sender_loop(inner.clone()));
+        Ok(Self { inner })
+    }
+
+    fn acc(&self) -> std::sync::MutexGuard<'_, Accumulator> {
+        self.inner.acc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a record. The outer future completes once the record is buffered (it waits
+    /// for `buffer.memory` up to `max.block.ms`); the returned [`DeliveryFuture`]
+    /// completes when the broker acknowledges it.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(ClientError::Closed);
+        }
+        let cfg = &self.inner.config;
+        let topic = self.inner.cluster.topic_or_create(&record.topic).await?;
+        let count = topic.partitions.len() as i32;
+        if count == 0 {
+            return Err(ClientError::UnknownTopic(record.topic.clone()));
+        }
+        if let Some(p) = record.partition
+            && (p < 0 || p >= count)
+        {
+            return Err(ClientError::Config(format!(
+                "partition {p} of {} does not exist ({count} partitions)",
+                record.topic
+            )));
+        }
+        let size = BatchBuilder::record_size(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        if size > cfg.max_request_size {
+            return Err(ClientError::Broker {
+                code: 10,
+                message: format!("record of {size} bytes exceeds max.request.size"),
+            });
+        }
+        let permits = size.min(cfg.buffer_memory).max(1) as u32;
+        let permit = tokio::time::timeout(
+            cfg.max_block,
+            self.inner.memory.clone().acquire_many_owned(permits),
+        )
+        .await
+        .map_err(|_| {
+            ClientError::Timeout(format!(
+                "buffer.memory full for max.block.ms ({:?})",
+                cfg.max_block
+            ))
+        })?
+        .map_err(|_| ClientError::Closed)?;
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let (tx, rx) = oneshot::channel();
+        let mut wake = false;
+        {
+            let mut acc = self.acc();
+            let partition = match record.partition {
+                Some(p) => p,
+                None => choose_partition(&mut acc, cfg, &record, count),
+            };
+            let key = (record.topic.clone(), partition);
+            // A new batch gives the sender a new linger deadline to wait for.
+            wake |= !acc.open.contains_key(&key);
+            let batch = acc.open.entry(key.clone()).or_insert_with(|| OpenBatch {
+                builder: BatchBuilder::new(),
+                waiters: Vec::new(),
+                created: Instant::now(),
+                permits: Vec::new(),
+            });
+            batch.builder.append(
+                timestamp,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                &record.headers,
+            );
+            batch.waiters.push((tx, timestamp));
+            batch.permits.push(permit);
+            self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
+            if batch.builder.size_bytes() >= cfg.batch_size {
+                let full = acc.open.remove(&key).expect("just inserted");
+                close_batch(&mut acc, cfg, key, full);
+                wake = true;
+            } else if cfg.linger.is_zero() {
+                wake = true;
+            }
+        }
+        if wake {
+            self.inner.wake.notify_one();
+        }
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Sends every buffered record now and waits until all are acknowledged or failed.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let mut acc = self.acc();
+                let keys: Vec<_> = acc.open.keys().cloned().collect();
+                for k in keys {
+                    if let Some(b) = acc.open.remove(&k) {
+                        close_batch(&mut acc, &self.inner.config, k, b);
+                    }
+                }
+            }
+            self.inner.wake.notify_one();
+            if self.inner.outstanding.load(Ordering::SeqCst) == 0 {
+                return Ok(());
+            }
+            idle.await;
+        }
+    }
+
+    /// Flushes, then stops the sender.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        self.flush().await?;
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Partition count of a topic (from metadata).
+    pub async fn partitions_for(&self, topic: &str) -> Result<i32, ClientError> {
+        Ok(self
+            .inner
+            .cluster
+            .topic_or_create(topic)
+            .await?
+            .partitions
+            .len() as i32)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn choose_partition(
+    acc: &mut Accumulator,
+    cfg: &ProducerConfig,
+    r: &ProducerRecord,
+    count: i32,
+) -> i32 {
+    match &cfg.partitioner {
+        Partitioner::Custom(p) => p
+            .partition(&r.topic, r.key.as_deref(), r.value.as_deref(), count)
+            .rem_euclid(count),
+        Partitioner::RoundRobin => {
+            let n = acc.round_robin.entry(r.topic.clone()).or_insert(0);
+            let p = (*n % count as u32) as i32;
+            *n = n.wrapping_add(1);
+            p
+        }
+        Partitioner::Default => match &r.key {
+            Some(k) => partition_for_key(k, count),
+            None => {
+                // Uniform sticky: stay on the partition until its batch is closed.
+                let current = acc.sticky.get(&r.topic).copied();
+                match current {
+                    Some(p) if p < count && acc.open.contains_key(&(r.topic.clone(), p)) => p,
+                    _ => {
+                        let mut rng = rand::rng();
+                        let mut p = rng.random_range(0..count);
+                        if count > 1 && Some(p) == current {
+                            p = (p + 1 + rng.random_range(0..count - 1)) % count;
+                        }
+                        acc.sticky.insert(r.topic.clone(), p);
+                        p
+                    }
+                }
+            }
+        },
+    }
+}
+
+fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), b: OpenBatch) {
+    let bytes = b.builder.build(cfg.compression, -1, -1, -1);
+    acc.ready.push_back(ReadyBatch {
+        topic: key.0,
+        partition: key.1,
+        bytes,
+        waiters: b.waiters,
+        _permits: b.permits,
+        first_ready: Instant::now(),
+        attempts: 0,
+        retry_at: None,
+    });
+}
+
+fn finish(inner: &Inner, batch: ReadyBatch, result: Result<(i64, i64), ClientError>) {
+    let n = batch.waiters.len();
+    for (i, (tx, ts)) in batch.waiters.into_iter().enumerate() {
+        let r = match &result {
+            Ok((base, append_time)) => Ok(RecordMetadata {
+                topic: batch.topic.clone(),
+                partition: batch.partition,
+                offset: if *base < 0 { -1 } else { base + i as i64 },
+                timestamp: if *append_time >= 0 { *append_time } else { ts },
+            }),
+            Err(e) => Err(e.clone()),
+        };
+        let _ = tx.send(r);
+    }
+    if inner.outstanding.fetch_sub(n, Ordering::SeqCst) == n {
+        inner.idle.notify_waiters();
+    }
+}
+
+async fn sender_loop(inner: Arc<Inner>) {
+    loop {
+        let wake = inner.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let now = Instant::now();
+        let mut next_deadline: Option<Instant> = None;
+        let mut due = Vec::new();
+        {
+            let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+            // Lingered long enough: close.
+            let expired: Vec<_> = acc
+                .open
+                .iter()
+                .filter(|(_, b)| now >= b.created + inner.config.linger)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in expired {
+                if let Some(b) = acc.open.remove(&k) {
+                    close_batch(&mut acc, &inner.config, k, b);
+                }
+            }
+            for b in acc.open.values() {
+                let d = b.created + inner.config.linger;
+                next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
+            }
+            let mut keep = VecDeque::new();
+            while let Some(b) = acc.ready.pop_front() {
+                match b.retry_at {
+                    Some(t) if t > now => {
+                        next_deadline = Some(next_deadline.map_or(t, |n| n.min(t)));
+                        keep.push_back(b);
+                    }
+                    _ => due.push(b),
+                }
+            }
+            acc.ready = keep;
+        }
+        if !due.is_empty() {
+            dispatch(&inner, due).await;
+        }
+        if inner.closed.load(Ordering::SeqCst) && inner.outstanding.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        match next_deadline {
+            Some(d) => {
+                tokio::select! {
+                    _ = &mut wake => {}
+                    _ = tokio::time::sleep_until(d.into()) => {}
+                }
+            }
+            None => wake.await,
+        }
+    }
+}
+
+fn requeue(inner: &Arc<Inner>, mut b: ReadyBatch, err: ClientError) {
+    let cfg = &inner.config;
+    if err.is_retriable()
+        && b.attempts < cfg.retries
+        && b.first_ready.elapsed() < cfg.delivery_timeout
+    {
+        b.attempts += 1;
+        b.retry_at = Some(Instant::now() + cfg.client.retry_backoff);
+        inner
+            .acc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ready
+            .push_front(b);
+        inner.wake.notify_one();
+    } else {
+        finish(inner, b, Err(err));
+    }
+}
+
+/// Groups due batches by leader and sends one request per leader (up to
+/// `max.request.size`), each in its own task bounded by `max.in.flight`.
+async fn dispatch(inner: &Arc<Inner>, due: Vec<ReadyBatch>) {
+    let mut by_leader: HashMap<i32, Vec<ReadyBatch>> = HashMap::new();
+    for b in due {
+        if b.first_ready.elapsed() >= inner.config.delivery_timeout {
+            finish(
+                inner,
+                b,
+                Err(ClientError::Timeout("delivery.timeout.ms expired".into())),
+            );
+            continue;
+        }
+        let leader = match inner.cluster.topic(&b.topic).await {
+            Ok(t) => t
+                .partitions
+                .get(b.partition as usize)
+                .map(|p| p.leader)
+                .unwrap_or(-1),
+            Err(e) => {
+                requeue(inner, b, e);
+                continue;
+            }
+        };
+        if leader < 0 {
+            inner.cluster.invalidate(&b.topic).await;
+            requeue(
+                inner,
+                b,
+                ClientError::Broker {
+                    code: 5,
+                    message: "no leader".into(),
+                },
+            );
+            continue;
+        }
+        by_leader.entry(leader).or_default().push(b);
+    }
+    for (leader, batches) in by_leader {
+        let sem = {
+            let mut m = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(leader)
+                .or_insert_with(|| Arc::new(Semaphore::new(inner.config.max_in_flight)))
+                .clone()
+        };
+        let mut request: Vec<ReadyBatch> = Vec::new();
+        let mut size = 0;
+        let mut groups = Vec::new();
+        for b in batches {
+            // One batch per partition per request.
+            if size + b.bytes.len() > inner.config.max_request_size
+                || request
+                    .iter()
+                    .any(|r| r.topic == b.topic && r.partition == b.partition)
+            {
+                groups.push(std::mem::take(&mut request));
+                size = 0;
+            }
+            size += b.bytes.len();
+            request.push(b);
+        }
+        if !request.is_empty() {
+            groups.push(request);
+        }
+        for group in groups {
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                return;
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                send_request(&inner, leader, group).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn send_request(inner: &Arc<Inner>, leader: i32, batches: Vec<ReadyBatch>) {
+    let conn = match inner.cluster.connection(leader).await {
+        Ok(c) => c,
+        Err(e) => {
+            for b in batches {
+                inner.cluster.invalidate(&b.topic).await;
+                requeue(inner, b, e.clone());
+            }
+            return;
+        }
+    };
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    for b in &batches {
+        let pd = PartitionProduceData::default()
+            .with_index(b.partition)
+            .with_records(Some(b.bytes.clone()));
+        match topics.iter_mut().find(|t| t.name.0.as_str() == b.topic) {
+            Some(t) => t.partition_data.push(pd),
+            None => topics.push(
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(b.topic.clone())))
+                    .with_partition_data(vec![pd]),
+            ),
+        }
+    }
+    let acks = inner.config.acks;
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(inner.config.client.request_timeout.as_millis() as i32)
+        .with_topic_data(topics);
+    // Topic ids (Produce v13) are not used: cap at v12 so names identify topics.
+    let version = conn.version_for::<ProduceRequest>().map(|v| v.min(12));
+    let Some(version) = version else {
+        for b in batches {
+            finish(inner, b, Err(ClientError::Unsupported("Produce".into())));
+        }
+        return;
+    };
+    if acks == 0 {
+        let r = conn.send_no_response(&req, version).await;
+        for b in batches {
+            match &r {
+                Ok(()) => finish(inner, b, Ok((-1, -1))),
+                Err(e) => requeue(inner, b, e.clone()),
+            }
+        }
+        return;
+    }
+    match conn.send_at(&req, version).await {
+        Err(e) => {
+            for b in batches {
+                requeue(inner, b, e.clone());
+            }
+        }
+        Ok(resp) => {
+            let mut results: HashMap<(String, i32), (i16, i64, i64, Option<String>)> =
+                HashMap::new();
+            for t in resp.responses {
+                for p in t.partition_responses {
+                    results.insert(
+                        (t.name.0.as_str().to_string(), p.index),
+                        (
+                            p.error_code,
+                            p.base_offset,
+                            p.log_append_time_ms,
+                            p.error_message.map(|m| m.as_str().to_string()),
+                        ),
+                    );
+                }
+            }
+            for b in batches {
+                match results.remove(&(b.topic.clone(), b.partition)) {
+                    Some((0, base, append, _)) => finish(inner, b, Ok((base, append))),
+                    Some((code, _, _, msg)) => {
+                        let err = ClientError::Broker {
+                            code,
+                            message: msg.unwrap_or_default(),
+                        };
+                        if err.is_retriable() {
+                            inner.cluster.invalidate(&b.topic).await;
+                        }
+                        requeue(inner, b, err);
+                    }
+                    None => requeue(
+                        inner,
+                        b,
+                        ClientError::Protocol("partition missing from produce response".into()),
+                    ),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! The client library against a real broker: producer, consumer and admin behaviour.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use runnel_api::murmur2::partition_for_key;
+use runnel_api::{
+    Admin, AlterOp, Compression, Consumer, ConsumerConfig, Header, NewTopic, OffsetReset,
+    Partitioner, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
+use runnel_integration_tests::TestBroker;
+
+async fn producer(b: &TestBroker, settings: &[(&str, &str)]) -> Producer {
+    let mut c = ProducerConfig::new(&b.bootstrap);
+    for (k, v) in settings {
+        c.set(k, v).unwrap();
+    }
+    Producer::connect(c).await.unwrap()
+}
+
+async fn consumer(b: &TestBroker) -> Consumer {
+    let mut c = ConsumerConfig::new(&b.bootstrap);
+    c.set("auto.offset.reset", "earliest").unwrap();
+    Consumer::connect(c).await.unwrap()
+}
+
+async fn read_all(c: &mut Consumer, want: usize) -> Vec<runnel_api::ConsumerRecord> {
+    let mut out = Vec::new();
+    for _ in 0..50 {
+        out.extend(c.poll(Duration::from_millis(200)).await.unwrap());
+        if out.len() >= want {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn keyed_records_with_headers_round_trip_under_every_codec() {
+    let b = TestBroker::start(&[]).await;
+    let admin = Admin::connect(&b.bootstrap).await.unwrap();
+    admin
+        .create_topics(&[NewTopic::new("codecs", 6)])
+        .await
+        .unwrap();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let p = producer(&b, &[("compression.type", codec), ("linger.ms", "20")]).await;
+        let mut deliveries = Vec::new();
+        for i in 0..50 {
+            let rec = ProducerRecord::new("codecs")
+                .key(format!("{codec}-key-{}", i % 7))
+                .value(format!("{codec}-value-{i}"))
+                .header("n", i.to_string())
+                .header("n", "again")
+                .timestamp(1_700_000_000_000 + i);
+            deliveries.push(p.send(rec).await.unwrap());
+        }
+        for (i, d) in deliveries.into_iter().enumerate() {
+            let m = d.await.unwrap();
+            let key = format!("{codec}-key-{}", i % 7);
+            assert_eq!(
+                m.partition,
+                partition_for_key(key.as_bytes(), 6),
+                "murmur2 placement as the Java client"
+            );
+            assert_eq!(m.timestamp, 1_700_000_000_000 + i as i64);
+        }
+        p.close().await.unwrap();
+    }
+    let mut c = consumer(&b).await;
+    let tps: Vec<_> = (0..6).map(|p| TopicPartition::new("codecs", p)).collect();
+    c.assign(tps).await.unwrap();
+    let got = read_all(&mut c, 250).await;
+    assert_eq!(got.len(), 250);
+    for r in &got {
+        let v = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+        let (codec, i) = v.split_once("-value-").unwrap();
+        let i: i64 = i.parse().unwrap();
+        assert_eq!(
+            r.key.as_deref(),
+            Some(format!("{codec}-key-{}", i % 7).as_bytes())
+        );
+        assert_eq!(
+            r.headers,
+            vec![Header::new("n", i.to_string()), Header::new("n", "again")]
+        );
+        assert_eq!(r.timestamp, 1_700_000_000_000 + i);
+    }
+}
+
+#[tokio::test]
+async fn null_keys_stick_to_a_partition_per_batch_and_move_on() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("sticky", 4)])
+        .await
+        .unwrap();
+    let p = producer(&b, &[("linger.ms", "1000"), ("batch.size", "2000")]).await;
+    let mut batches = Vec::new();
+    for round in 0..12 {
+        let mut ds = Vec::new();
+        for i in 0..10 {
+            ds.push(
+                p.send(ProducerRecord::new("sticky").value(format!("r{round}-{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        p.flush().await.unwrap();
+        let mut parts = BTreeSet::new();
+        for d in ds {
+            parts.insert(d.await.unwrap().partition);
+        }
+        assert_eq!(parts.len(), 1, "one batch, one partition (round {round})");
+        batches.push(*parts.iter().next().unwrap());
+    }
+    assert!(
+        batches.windows(2).all(|w| w[0] != w[1]),
+        "each new batch moves to another partition: {batches:?}"
+    );
+}
+
+#[tokio::test]
+async fn round_robin_and_custom_partitioners() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("rr", 3)])
+        .await
+        .unwrap();
+    let p = producer(
+        &b,
+        &[(
+            "partitioner.class",
+            "org.apache.kafka.clients.producer.RoundRobinPartitioner",
+        )],
+    )
+    .await;
+    let mut parts = Vec::new();
+    for i in 0..6 {
+        parts.push(
+            p.send(ProducerRecord::new("rr").key("same").value(i.to_string()))
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .partition,
+        );
+    }
+    assert_eq!(parts, vec![0, 1, 2, 0, 1, 2]);
+
+    struct LastByte;
+    impl runnel_api::producer::Partition for LastByte {
+        fn partition(&self, _: &str, key: Option<&[u8]>, _: Option<&[u8]>, n: i32) -> i32 {
+            key.and_then(|k| k.last())
+                .map(|b| *b as i32 % n)
+                .unwrap_or(0)
+        }
+    }
+    let mut cfg = ProducerConfig::new(&b.bootstrap);
+    cfg.partitioner = Partitioner::Custom(std::sync::Arc::new(LastByte));
+    let p = Producer::connect(cfg).await.unwrap();
+    let m = p
+        .send(
+            ProducerRecord::new("rr")
+                .key(Bytes::from_static(&[7, 5]))
+                .value("x"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(m.partition, 2);
+}
+
+#[tokio::test]
+async fn acks_zero_and_one_deliver_and_seek_works() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("acks", 1)])
+        .await
+        .unwrap();
+    let p0 = producer(&b, &[("acks", "0")]).await;
+    let m = p0
+        .send(ProducerRecord::new("acks").value("fire"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(m.offset, -1, "acks=0 has no offset to report");
+    p0.flush().await.unwrap();
+    let p1 = producer(&b, &[("acks", "1")]).await;
+    let mut last = 0;
+    for i in 0..5 {
+        last = p1
+            .send(ProducerRecord::new("acks").value(i.to_string()))
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .offset;
+    }
+    let mut c = consumer(&b).await;
+    let tp = TopicPartition::new("acks", 0);
+    c.assign(vec![tp.clone()]).await.unwrap();
+    let all = read_all(&mut c, 6).await;
+    assert_eq!(all.len(), 6, "the acks=0 record arrived too");
+    assert_eq!(all[0].value.as_deref(), Some(&b"fire"[..]));
+    assert_eq!(c.position(&tp).await.unwrap(), last + 1);
+    c.seek(&tp, 3).unwrap();
+    assert_eq!(c.poll(Duration::from_secs(2)).await.unwrap()[0].offset, 3);
+    c.seek_to_end(std::slice::from_ref(&tp)).await.unwrap();
+    assert_eq!(c.position(&tp).await.unwrap(), 6);
+    assert!(c.poll(Duration::from_millis(200)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn auto_offset_reset_latest_skips_old_records_and_offsets_for_times_finds_new_ones() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("reset", 1)])
+        .await
+        .unwrap();
+    let p = producer(&b, &[]).await;
+    let now = 1_800_000_000_000i64.min(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    for i in 0..3 {
+        p.send(
+            ProducerRecord::new("reset")
+                .value("old")
+                .timestamp(now - 10_000 + i),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut cfg = ConsumerConfig::new(&b.bootstrap);
+    cfg.auto_offset_reset = OffsetReset::Latest;
+    let mut c = Consumer::connect(cfg).await.unwrap();
+    let tp = TopicPartition::new("reset", 0);
+    c.assign(vec![tp.clone()]).await.unwrap();
+    assert_eq!(c.position(&tp).await.unwrap(), 3);
+    p.send(ProducerRecord::new("reset").value("new").timestamp(now))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let got = read_all(&mut c, 1).await;
+    assert_eq!(
+        got.iter()
+            .map(|r| r.value.clone().unwrap())
+            .collect::<Vec<_>>(),
+        vec![Bytes::from("new")]
+    );
+    let found = c
+        .offsets_for_times(&[(tp.clone(), now - 9_999)])
+        .await
+        .unwrap();
+    assert_eq!((found[0].1, found[0].2), (1, now - 9_999));
+}
+
+#[tokio::test]
+async fn admin_manages_topics_configs_partitions_and_records() {
+    let b = TestBroker::start(&[]).await;
+    let admin = Admin::connect(&b.bootstrap).await.unwrap();
+    admin
+        .create_topics(&[NewTopic::new("adm", 2).config("retention.ms", "3600000")])
+        .await
+        .unwrap();
+    let err = admin
+        .create_topics(&[NewTopic::new("adm", 2)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, runnel_api::ClientError::Broker { code: 36, .. }),
+        "{err}"
+    );
+    assert!(
+        admin
+            .list_topics()
+            .await
+            .unwrap()
+            .contains(&"adm".to_string())
+    );
+    let d = &admin.describe_topics(&["adm".into()]).await.unwrap()[0];
+    assert_eq!(d.partitions.len(), 2);
+    assert_eq!(d.partitions[0].isr, vec![1]);
+    admin
+        .alter_topic_configs(
+            "adm",
+            &[
+                AlterOp::Set("retention.ms".into(), "60000".into()),
+                AlterOp::Append("cleanup.policy".into(), "compact".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let cfg = admin.describe_topic_configs("adm").await.unwrap();
+    let get = |k: &str| cfg.iter().find(|c| c.name == k).unwrap().clone();
+    assert_eq!(get("retention.ms").value.as_deref(), Some("60000"));
+    assert!(get("retention.ms").is_override());
+    assert_eq!(
+        get("cleanup.policy").value.as_deref(),
+        Some("delete,compact")
+    );
+    assert!(!get("segment.bytes").is_override());
+    admin.create_partitions("adm", 4).await.unwrap();
+    assert_eq!(
+        admin.describe_topics(&["adm".into()]).await.unwrap()[0]
+            .partitions
+            .len(),
+        4
+    );
+
+    let p = producer(&b, &[]).await;
+    for i in 0..10 {
+        p.send(ProducerRecord::new("adm").partition(0).value(i.to_string()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let tp = TopicPartition::new("adm", 0);
+    let low = admin.delete_records(&[(tp.clone(), 4)]).await.unwrap();
+    assert_eq!(low[0].1, 4);
+    let offs = admin
+        .list_offsets(&[(tp.clone(), -2), (tp.clone(), -1)])
+        .await
+        .unwrap();
+    assert_eq!((offs[0].1, offs[1].1), (4, 10));
+    let cluster = admin.describe_cluster().await.unwrap();
+    assert_eq!((cluster.controller, cluster.brokers.len()), (1, 1));
+    admin.delete_topics(&["adm".into()]).await.unwrap();
+    assert!(
+        !admin
+            .list_topics()
+            .await
+            .unwrap()
+            .contains(&"adm".to_string())
+    );
+}
+
+#[tokio::test]
+async fn the_producer_retries_through_a_broker_restart() {
+    let mut b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("bounce", 1)])
+        .await
+        .unwrap();
+    let p = producer(
+        &b,
+        &[("retry.backoff.ms", "50"), ("request.timeout.ms", "3000")],
+    )
+    .await;
+    let mut ds = Vec::new();
+    for i in 0..20 {
+        ds.push(
+            p.send(ProducerRecord::new("bounce").value(i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    p.flush().await.unwrap();
+    b.restart().await;
+    for i in 20..40 {
+        ds.push(
+            p.send(ProducerRecord::new("bounce").value(i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in ds {
+        d.await.unwrap();
+    }
+    let mut c = consumer(&b).await;
+    c.assign(vec![TopicPartition::new("bounce", 0)])
+        .await
+        .unwrap();
+    let got = read_all(&mut c, 40).await;
+    let values: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, (0..40).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn buffer_memory_applies_back_pressure_instead_of_failing() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("pressure", 1)])
+        .await
+        .unwrap();
+    let p = producer(
+        &b,
+        &[
+            ("buffer.memory", "4096"),
+            ("linger.ms", "50"),
+            ("max.block.ms", "10000"),
+        ],
+    )
+    .await;
+    let mut ds = Vec::new();
+    // 100 records of ~1 KiB through a 4 KiB buffer: sends wait for earlier deliveries.
+    for i in 0..100 {
+        ds.push(
+            p.send(ProducerRecord::new("pressure").value(vec![i as u8; 1000]))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in ds {
+        d.await.unwrap();
+    }
+    let tight = producer(
+        &b,
+        &[
+            ("buffer.memory", "1000"),
+            ("max.block.ms", "100"),
+            ("linger.ms", "60000"),
+        ],
+    )
+    .await;
+    let _first = tight
+        .send(ProducerRecord::new("pressure").value(vec![0u8; 900]))
+        .await
+        .unwrap();
+    let second = tight
+        .send(ProducerRecord::new("pressure").value(vec![0u8; 900]))
+        .await;
+    assert!(
+        matches!(second, Err(runnel_api::ClientError::Timeout(_))),
+        "max.block.ms bounds the wait"
+    );
+}
+
+#[tokio::test]
+async fn compression_reaches_the_broker_as_chosen() {
+    // The batch the broker stores carries the codec the producer picked.
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("codec-on-disk", 1)])
+        .await
+        .unwrap();
+    let mut cfg = ProducerConfig::new(&b.bootstrap);
+    cfg.compression = Compression::Zstd;
+    let p = Producer::connect(cfg).await.unwrap();
+    p.send(ProducerRecord::new("codec-on-disk").value(vec![b'z'; 5000]))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut conn = runnel_api::Connection::connect(&b.bootstrap, "t")
+        .await
+        .unwrap();
+    use runnel_api::protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use runnel_api::protocol::messages::{BrokerId, FetchRequest, TopicName};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(
+                    runnel_api::protocol::protocol::StrBytes::from_static_str("codec-on-disk"),
+                ))
+                .with_partitions(vec![
+                    FetchPartition::default().with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let resp = conn.send(req, 12).await.unwrap();
+    let records = resp.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(
+        i16::from_be_bytes([records[21], records[22]]) & 7,
+        4,
+        "zstd"
+    );
+    assert!(records.len() < 1000, "5000 repeated bytes compress");
+}
