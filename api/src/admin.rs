@@ -94,7 +94,7 @@ pub struct ConfigEntry {
 impl ConfigEntry {
     /// Whether the value is an explicit override of the resource (not a default).
     pub fn is_override(&self) -> bool {
-        matches!(self.source, 1 | 2 | 3)
+        matches!(self.source, 1..=3)
     }
 }
 

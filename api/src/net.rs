@@ -175,15 +175,14 @@ impl BrokerConnection {
                 _ => ApiVersionsResponse::decode(&mut body, 0)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?,
             };
-            if resp.error_code == 35 {
-                if let Some(av) = resp
+            if resp.error_code == 35
+                && let Some(av) = resp
                     .api_keys
                     .iter()
                     .find(|a| a.api_key == ApiKey::ApiVersions as i16)
-                {
-                    version = av.max_version.min(3);
-                    continue;
-                }
+            {
+                version = av.max_version.min(3);
+                continue;
             }
             if resp.error_code != 0 {
                 return Err(ClientError::Broker {

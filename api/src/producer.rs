@@ -737,8 +737,9 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, batches: Vec<ReadyBatch>)
             }
         }
         Ok(resp) => {
-            let mut results: HashMap<(String, i32), (i16, i64, i64, Option<String>)> =
-                HashMap::new();
+            // (error code, base offset, log append time, error message) per partition.
+            type Outcome = (i16, i64, i64, Option<String>);
+            let mut results: HashMap<(String, i32), Outcome> = HashMap::new();
             for t in resp.responses {
                 for p in t.partition_responses {
                     results.insert(

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+mod tools;
+
 use anyhow::Context;
 
 /// mimalloc, for speed, and because it maps large allocations with MAP_NORESERVE: the
@@ -21,6 +23,8 @@ use runnel_broker::{Broker, BrokerConfig, config::parse_properties, server};
     about = "Runnel: an event streaming platform that speaks the Kafka protocol"
 )]
 struct Cli {
+    #[command(flatten)]
+    bootstrap: tools::Bootstrap,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +33,16 @@ struct Cli {
 enum Command {
     /// Run a single-node broker (Kafka protocol on 127.0.0.1:9092, data in ./runnel-data).
     Server(ServerArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topics(tools::TopicsCmd),
+    /// Console producer: one record per stdin line.
+    Produce(tools::ProduceArgs),
+    /// Console consumer.
+    Consume(tools::ConsumeArgs),
+    /// Throughput and latency tests.
+    #[command(subcommand)]
+    Perf(tools::PerfCmd),
 }
 
 #[derive(Parser)]
@@ -107,19 +121,30 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The server logs its life at info; the tools stay quiet unless something is wrong.
+    let default_level = if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let b = cli.bootstrap;
     match cli.command {
         Command::Server(args) => rt.block_on(run_server(args)),
+        Command::Topics(cmd) => rt.block_on(tools::topics(&b, cmd)),
+        Command::Produce(args) => rt.block_on(tools::produce(&b, args)),
+        Command::Consume(args) => rt.block_on(tools::consume(&b, args)),
+        Command::Perf(cmd) => rt.block_on(tools::perf(&b, cmd)),
     }
 }

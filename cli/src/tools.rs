@@ -1,0 +1,679 @@
+//! Client-side commands: topics, produce, consume, perf.
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use runnel_api::{
+    Admin, AlterOp, ClientError, Consumer, ConsumerConfig, Header, NewTopic, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
+};
+
+/// Where the cluster is.
+#[derive(Args, Debug, Clone)]
+pub struct Bootstrap {
+    /// Broker(s) to bootstrap from, host:port[,host:port].
+    #[arg(
+        long = "bootstrap-server",
+        env = "RUNNEL_BOOTSTRAP_SERVER",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    pub bootstrap_server: String,
+}
+
+fn reach(e: ClientError, bootstrap: &str) -> anyhow::Error {
+    match e {
+        ClientError::Io(_) | ClientError::Disconnected | ClientError::Timeout(_) => {
+            anyhow::anyhow!("cannot reach a broker at {bootstrap}: {e}")
+        }
+        other => anyhow::anyhow!(other),
+    }
+}
+
+fn kv(s: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("expected key=value, got '{s}'"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+/// Kafka prints topic ids as URL-safe base64 without padding.
+fn topic_id(id: &uuid::Uuid) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let b = id.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, x)| n | (*x as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// `runnel topics ...`
+#[derive(Subcommand, Debug)]
+pub enum TopicsCmd {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        #[arg(long)]
+        topic: String,
+        /// Partitions (broker default if absent).
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Replication factor (broker default if absent).
+        #[arg(long = "replication-factor")]
+        replication_factor: Option<i16>,
+        /// Topic config, key=value (repeatable).
+        #[arg(long = "config")]
+        configs: Vec<String>,
+        /// Succeed if the topic already exists.
+        #[arg(long = "if-not-exists")]
+        if_not_exists: bool,
+    },
+    /// List topic names.
+    List,
+    /// Partitions, leaders, replicas, ISR and configs.
+    Describe {
+        /// Topic (all topics if absent).
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Add partitions or change configs.
+    Alter {
+        /// Topic name.
+        #[arg(long)]
+        topic: String,
+        /// New partition count.
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Set a config, key=value (repeatable).
+        #[arg(long = "config")]
+        configs: Vec<String>,
+        /// Remove a config override (repeatable).
+        #[arg(long = "delete-config")]
+        delete_configs: Vec<String>,
+    },
+    /// Delete a topic.
+    Delete {
+        /// Topic name.
+        #[arg(long)]
+        topic: String,
+    },
+}
+
+/// Runs `runnel topics`.
+pub async fn topics(b: &Bootstrap, cmd: TopicsCmd) -> anyhow::Result<()> {
+    let admin = Admin::connect(&b.bootstrap_server)
+        .await
+        .map_err(|e| reach(e, &b.bootstrap_server))?;
+    match cmd {
+        TopicsCmd::Create {
+            topic,
+            partitions,
+            replication_factor,
+            configs,
+            if_not_exists,
+        } => {
+            let mut t = NewTopic::new(&topic, partitions.unwrap_or(-1))
+                .replication_factor(replication_factor.unwrap_or(-1));
+            for c in configs {
+                let (k, v) = kv(&c)?;
+                t = t.config(k, v);
+            }
+            match admin.create_topics(&[t]).await {
+                Ok(()) => println!("Created topic {topic}."),
+                Err(ClientError::Broker { code: 36, .. }) if if_not_exists => {}
+                Err(e) => bail!(e),
+            }
+        }
+        TopicsCmd::List => {
+            for t in admin.list_topics().await? {
+                println!("{t}");
+            }
+        }
+        TopicsCmd::Describe { topic } => {
+            let names = match topic {
+                Some(t) => vec![t],
+                None => admin.list_topics().await?,
+            };
+            for info in admin.describe_topics(&names).await.map_err(|e| match e {
+                ClientError::UnknownTopic(t) => anyhow::anyhow!("topic '{t}' does not exist"),
+                e => anyhow::anyhow!(e),
+            })? {
+                let overrides: Vec<String> = admin
+                    .describe_topic_configs(&info.name)
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.is_override())
+                    .map(|c| format!("{}={}", c.name, c.value.unwrap_or_default()))
+                    .collect();
+                let rf = info
+                    .partitions
+                    .first()
+                    .map(|p| p.replicas.len())
+                    .unwrap_or(0);
+                println!(
+                    "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}",
+                    info.name,
+                    topic_id(&info.id),
+                    info.partitions.len(),
+                    rf,
+                    overrides.join(",")
+                );
+                let join = |v: &[i32]| {
+                    v.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                for p in &info.partitions {
+                    println!(
+                        "\tTopic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}",
+                        info.name,
+                        p.partition,
+                        if p.leader < 0 {
+                            "none".to_string()
+                        } else {
+                            p.leader.to_string()
+                        },
+                        join(&p.replicas),
+                        join(&p.isr)
+                    );
+                }
+            }
+        }
+        TopicsCmd::Alter {
+            topic,
+            partitions,
+            configs,
+            delete_configs,
+        } => {
+            if partitions.is_none() && configs.is_empty() && delete_configs.is_empty() {
+                bail!("nothing to alter: give --partitions, --config or --delete-config");
+            }
+            if let Some(n) = partitions {
+                admin.create_partitions(&topic, n).await?;
+                println!("Topic {topic} now has {n} partitions.");
+            }
+            let mut ops = Vec::new();
+            for c in configs {
+                let (k, v) = kv(&c)?;
+                ops.push(AlterOp::Set(k, v));
+            }
+            ops.extend(delete_configs.into_iter().map(AlterOp::Delete));
+            if !ops.is_empty() {
+                admin.alter_topic_configs(&topic, &ops).await?;
+                println!("Updated configs of topic {topic}.");
+            }
+        }
+        TopicsCmd::Delete { topic } => {
+            admin
+                .delete_topics(std::slice::from_ref(&topic))
+                .await
+                .map_err(|e| match e {
+                    ClientError::Broker { code: 3, .. } => {
+                        anyhow::anyhow!("topic '{topic}' does not exist")
+                    }
+                    e => anyhow::anyhow!(e),
+                })?;
+            println!("Deleted topic {topic}.");
+        }
+    }
+    Ok(())
+}
+
+/// `runnel produce`: the console producer.
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    #[arg(long)]
+    topic: String,
+    /// Split each line into key and value at this separator (no key without it).
+    #[arg(long = "key-separator")]
+    key_separator: Option<String>,
+    /// Header added to every record, key=value (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// acks: all, 1 or 0.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// Compression: none, gzip, snappy, lz4, zstd.
+    #[arg(long = "compression", default_value = "none")]
+    compression: String,
+    /// Partition (the partitioner chooses if absent).
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Producer property, key=value (repeatable).
+    #[arg(long = "producer-property")]
+    properties: Vec<String>,
+}
+
+/// Runs `runnel produce`.
+pub async fn produce(b: &Bootstrap, a: ProduceArgs) -> anyhow::Result<()> {
+    let mut cfg = ProducerConfig::new(&b.bootstrap_server);
+    cfg.set("acks", &a.acks)?
+        .set("compression.type", &a.compression)?;
+    for p in &a.properties {
+        let (k, v) = kv(p)?;
+        cfg.set(&k, &v)?;
+    }
+    let headers: Vec<Header> = a
+        .headers
+        .iter()
+        .map(|h| kv(h).map(|(k, v)| Header::new(k, v)))
+        .collect::<Result<_, _>>()?;
+    let producer = Producer::connect(cfg)
+        .await
+        .map_err(|e| reach(e, &b.bootstrap_server))?;
+    let mut pending = Vec::new();
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let mut rec = ProducerRecord::new(&a.topic);
+        rec.partition = a.partition;
+        rec.headers = headers.clone();
+        match &a.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => {
+                    rec.key = Some(Bytes::from(k.to_string()));
+                    rec.value = Some(Bytes::from(v.to_string()));
+                }
+                None => bail!("no key separator '{sep}' in line: {line}"),
+            },
+            None => rec.value = Some(Bytes::from(line)),
+        }
+        pending.push(producer.send(rec).await?);
+        if pending.len() >= 10_000 {
+            for d in pending.drain(..) {
+                d.await?;
+            }
+        }
+    }
+    producer.flush().await?;
+    for d in pending {
+        d.await?;
+    }
+    Ok(())
+}
+
+/// `runnel consume`: the console consumer.
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    #[arg(long)]
+    topic: String,
+    /// Start from the earliest offset (default: only new records).
+    #[arg(long = "from-beginning")]
+    from_beginning: bool,
+    /// Read only this partition.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Start offset: a number, earliest or latest (needs --partition).
+    #[arg(long)]
+    offset: Option<String>,
+    /// Stop after this many records.
+    #[arg(long = "max-messages")]
+    max_messages: Option<usize>,
+    /// Stop when no record arrives for this long (ms).
+    #[arg(long = "timeout-ms")]
+    timeout_ms: Option<u64>,
+    /// Print keys.
+    #[arg(long = "print-key")]
+    print_key: bool,
+    /// Print headers.
+    #[arg(long = "print-headers")]
+    print_headers: bool,
+    /// Print timestamps.
+    #[arg(long = "print-timestamp")]
+    print_timestamp: bool,
+    /// Print partition and offset.
+    #[arg(long = "print-offset")]
+    print_offset: bool,
+    /// Separator between printed fields.
+    #[arg(long = "key-separator", default_value = "\t")]
+    separator: String,
+    /// read_uncommitted or read_committed.
+    #[arg(long = "isolation-level", default_value = "read_uncommitted")]
+    isolation_level: String,
+    /// Consumer property, key=value (repeatable).
+    #[arg(long = "consumer-property")]
+    properties: Vec<String>,
+}
+
+fn show(b: &Option<Bytes>) -> String {
+    match b {
+        Some(b) => String::from_utf8_lossy(b).into_owned(),
+        None => "null".into(),
+    }
+}
+
+/// Runs `runnel consume`.
+pub async fn consume(b: &Bootstrap, a: ConsumeArgs) -> anyhow::Result<()> {
+    let mut cfg = ConsumerConfig::new(&b.bootstrap_server);
+    cfg.set("isolation.level", &a.isolation_level)?;
+    cfg.set(
+        "auto.offset.reset",
+        if a.from_beginning {
+            "earliest"
+        } else {
+            "latest"
+        },
+    )?;
+    for p in &a.properties {
+        let (k, v) = kv(p)?;
+        cfg.set(&k, &v)?;
+    }
+    let mut consumer = Consumer::connect(cfg)
+        .await
+        .map_err(|e| reach(e, &b.bootstrap_server))?;
+    let admin = Admin::connect(&b.bootstrap_server).await?;
+    let info = admin
+        .describe_topics(std::slice::from_ref(&a.topic))
+        .await
+        .map_err(|_| anyhow::anyhow!("topic '{}' does not exist", a.topic))?;
+    let tps: Vec<TopicPartition> = match a.partition {
+        Some(p) => vec![TopicPartition::new(&a.topic, p)],
+        None => info[0]
+            .partitions
+            .iter()
+            .map(|p| TopicPartition::new(&a.topic, p.partition))
+            .collect(),
+    };
+    if a.offset.is_some() && a.partition.is_none() {
+        bail!("--offset needs --partition");
+    }
+    consumer.assign(tps.clone()).await?;
+    match a.offset.as_deref() {
+        Some("earliest") => consumer.seek_to_beginning(&tps).await?,
+        Some("latest") => consumer.seek_to_end(&tps).await?,
+        Some(n) => consumer.seek(
+            &tps[0],
+            n.parse().with_context(|| format!("bad --offset '{n}'"))?,
+        )?,
+        None => {}
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut count = 0usize;
+    let idle_limit = a.timeout_ms.map(Duration::from_millis);
+    let mut last = Instant::now();
+    loop {
+        let records = consumer.poll(Duration::from_millis(200)).await?;
+        if !records.is_empty() {
+            last = Instant::now();
+        }
+        for r in records {
+            let mut fields = Vec::new();
+            if a.print_timestamp {
+                fields.push(format!(
+                    "{}:{}",
+                    if r.log_append_time {
+                        "LogAppendTime"
+                    } else {
+                        "CreateTime"
+                    },
+                    r.timestamp
+                ));
+            }
+            if a.print_offset {
+                fields.push(format!("Partition:{}", r.partition));
+                fields.push(format!("Offset:{}", r.offset));
+            }
+            if a.print_headers {
+                let h: Vec<String> = r
+                    .headers
+                    .iter()
+                    .map(|h| format!("{}:{}", h.key, show(&h.value)))
+                    .collect();
+                fields.push(if h.is_empty() {
+                    "NO_HEADERS".into()
+                } else {
+                    h.join(",")
+                });
+            }
+            if a.print_key {
+                fields.push(show(&r.key));
+            }
+            fields.push(show(&r.value));
+            writeln!(out, "{}", fields.join(&a.separator))?;
+            count += 1;
+            if a.max_messages.is_some_and(|m| count >= m) {
+                out.flush()?;
+                return Ok(());
+            }
+        }
+        out.flush()?;
+        if idle_limit.is_some_and(|l| last.elapsed() >= l) {
+            eprintln!("Processed a total of {count} messages");
+            return Ok(());
+        }
+    }
+}
+
+/// `runnel perf ...`
+#[derive(Subcommand, Debug)]
+pub enum PerfCmd {
+    /// Producer throughput and latency (like kafka-producer-perf-test).
+    Produce {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Records to send.
+        #[arg(long = "num-records")]
+        num_records: u64,
+        /// Bytes per record value.
+        #[arg(long = "record-size")]
+        record_size: usize,
+        /// Target records/s (-1: as fast as possible).
+        #[arg(long, default_value_t = -1)]
+        throughput: i64,
+        /// Producer property, key=value (repeatable).
+        #[arg(long = "producer-props", num_args = 1..)]
+        props: Vec<String>,
+    },
+    /// Consumer throughput (like kafka-consumer-perf-test).
+    Consume {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Records to read.
+        #[arg(long)]
+        messages: u64,
+        /// Give up after this long without records (ms).
+        #[arg(long = "timeout-ms", default_value_t = 10_000)]
+        timeout_ms: u64,
+        /// Consumer property, key=value (repeatable).
+        #[arg(long = "consumer-props", num_args = 1..)]
+        props: Vec<String>,
+    },
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// Runs `runnel perf`.
+pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
+    match cmd {
+        PerfCmd::Produce {
+            topic,
+            num_records,
+            record_size,
+            throughput,
+            props,
+        } => {
+            let mut cfg = ProducerConfig::new(&b.bootstrap_server);
+            for p in &props {
+                let (k, v) = kv(p)?;
+                if k == "bootstrap.servers" {
+                    cfg.client = runnel_api::ClientConfig::new(&v);
+                } else {
+                    cfg.set(&k, &v)?;
+                }
+            }
+            let producer = Producer::connect(cfg)
+                .await
+                .map_err(|e| reach(e, &b.bootstrap_server))?;
+            let payload = Bytes::from(
+                (0..record_size)
+                    .map(|i| b'A' + (i % 26) as u8)
+                    .collect::<Vec<u8>>(),
+            );
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+            let start = Instant::now();
+            let mut window_start = Instant::now();
+            let collector = tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut window = Vec::new();
+                let mut window_t = Instant::now();
+                while let Some(ms) = rx.recv().await {
+                    lat.push(ms);
+                    window.push(ms);
+                    if window_t.elapsed() >= Duration::from_secs(5) {
+                        let secs = window_t.elapsed().as_secs_f64();
+                        let n = window.len() as f64;
+                        let avg = window.iter().sum::<f64>() / n;
+                        let max = window.iter().cloned().fold(0.0, f64::max);
+                        eprintln!(
+                            "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.1} ms avg latency, {:.1} ms max latency.",
+                            window.len(),
+                            n / secs,
+                            n * record_size as f64 / secs / 1048576.0,
+                            avg,
+                            max
+                        );
+                        window.clear();
+                        window_t = Instant::now();
+                    }
+                }
+                lat
+            });
+            let mut sent_in_window = 0u64;
+            for _ in 0..num_records {
+                if throughput > 0 {
+                    sent_in_window += 1;
+                    let due = window_start
+                        + Duration::from_secs_f64(sent_in_window as f64 / throughput as f64);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    if window_start.elapsed() > Duration::from_secs(1) {
+                        window_start = Instant::now();
+                        sent_in_window = 0;
+                    }
+                }
+                let t0 = Instant::now();
+                let d = producer
+                    .send(ProducerRecord {
+                        topic: topic.clone(),
+                        value: Some(payload.clone()),
+                        ..Default::default()
+                    })
+                    .await?;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if d.await.is_ok() {
+                        let _ = tx.send(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                });
+            }
+            producer.flush().await?;
+            drop(tx);
+            let elapsed = start.elapsed().as_secs_f64();
+            let mut lat = collector.await?;
+            lat.sort_by(|a, b| a.total_cmp(b));
+            let n = lat.len() as f64;
+            let avg = if lat.is_empty() {
+                0.0
+            } else {
+                lat.iter().sum::<f64>() / n
+            };
+            println!(
+                "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th.",
+                lat.len(),
+                n / elapsed,
+                n * record_size as f64 / elapsed / 1048576.0,
+                avg,
+                lat.last().copied().unwrap_or(0.0),
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.95),
+                percentile(&lat, 0.99),
+                percentile(&lat, 0.999)
+            );
+            if (lat.len() as u64) < num_records {
+                bail!(
+                    "{} of {num_records} records failed",
+                    num_records - lat.len() as u64
+                );
+            }
+        }
+        PerfCmd::Consume {
+            topic,
+            messages,
+            timeout_ms,
+            props,
+        } => {
+            let mut cfg = ConsumerConfig::new(&b.bootstrap_server);
+            cfg.set("auto.offset.reset", "earliest")?;
+            for p in &props {
+                let (k, v) = kv(p)?;
+                cfg.set(&k, &v)?;
+            }
+            let admin = Admin::connect(&b.bootstrap_server)
+                .await
+                .map_err(|e| reach(e, &b.bootstrap_server))?;
+            let info = admin.describe_topics(std::slice::from_ref(&topic)).await?;
+            let mut consumer = Consumer::connect(cfg).await?;
+            consumer
+                .assign(
+                    info[0]
+                        .partitions
+                        .iter()
+                        .map(|p| TopicPartition::new(&topic, p.partition))
+                        .collect(),
+                )
+                .await?;
+            let start = Instant::now();
+            let (mut n, mut bytes) = (0u64, 0u64);
+            let mut last = Instant::now();
+            while n < messages {
+                let recs = consumer.poll(Duration::from_millis(100)).await?;
+                if recs.is_empty() {
+                    if last.elapsed() > Duration::from_millis(timeout_ms) {
+                        eprintln!(
+                            "WARNING: exiting before consuming the expected number of messages: timeout ({timeout_ms} ms) exceeded."
+                        );
+                        break;
+                    }
+                    continue;
+                }
+                last = Instant::now();
+                for r in recs {
+                    n += 1;
+                    bytes +=
+                        r.value.map_or(0, |v| v.len() as u64) + r.key.map_or(0, |k| k.len() as u64);
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let mb = bytes as f64 / 1048576.0;
+            println!("data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, elapsed.sec");
+            println!(
+                "{mb:.4}, {:.4}, {n}, {:.4}, {secs:.3}",
+                mb / secs,
+                n as f64 / secs
+            );
+        }
+    }
+    Ok(())
+}
