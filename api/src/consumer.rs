@@ -538,6 +538,40 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// The consumer as a `Stream` of records (each poll waits up to 500 ms and the stream
+    /// keeps polling; it ends only on an error, which it yields first).
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: runnel_api::Consumer) {
+    /// use futures_util::StreamExt;
+    /// let mut records = Box::pin(consumer.into_stream());
+    /// while let Some(Ok(record)) = records.next().await {
+    ///     println!("{}: {:?}", record.offset, record.value);
+    /// }
+    /// # }
+    /// ```
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<ConsumerRecord, ClientError>> {
+        let state = (self, VecDeque::<ConsumerRecord>::new(), false);
+        futures_util::stream::unfold(state, |(mut c, mut pending, failed)| async move {
+            if failed {
+                return None;
+            }
+            loop {
+                if let Some(r) = pending.pop_front() {
+                    return Some((Ok(r), (c, pending, false)));
+                }
+                match c.poll(Duration::from_millis(500)).await {
+                    Ok(records) => pending.extend(records),
+                    Err(e) => return Some((Err(e), (c, pending, true))),
+                }
+            }
+        })
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
         for (_, h) in self.in_flight.drain() {

@@ -497,3 +497,51 @@ async fn compression_reaches_the_broker_as_chosen() {
     );
     assert!(records.len() < 1000, "5000 repeated bytes compress");
 }
+
+#[tokio::test]
+async fn the_consumer_is_a_stream() {
+    use futures_util::StreamExt;
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("streamed", 2)])
+        .await
+        .unwrap();
+    let p = producer(&b, &[]).await;
+    for i in 0..30 {
+        p.send(
+            ProducerRecord::new("streamed")
+                .partition(i % 2)
+                .value(i.to_string()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut c = consumer(&b).await;
+    c.assign(vec![
+        TopicPartition::new("streamed", 0),
+        TopicPartition::new("streamed", 1),
+    ])
+    .await
+    .unwrap();
+    let records: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(20),
+        Box::pin(c.into_stream()).take(30).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("30 records stream in");
+    let mut values: Vec<i32> = records
+        .into_iter()
+        .map(|r| {
+            String::from_utf8(r.unwrap().value.unwrap().to_vec())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    values.sort();
+    assert_eq!(values, (0..30).collect::<Vec<_>>());
+}
