@@ -18,6 +18,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod log;
 pub mod partition;
