@@ -112,6 +112,8 @@ pub struct Broker {
     producer_id_limit: AtomicI64,
     /// Serialises topic administration (create/delete/alter) and the metadata file.
     admin: tokio::sync::Mutex<()>,
+    /// The consumer-group coordinator.
+    pub groups: crate::group::coordinator::GroupCoordinator,
 }
 
 impl Broker {
@@ -167,7 +169,12 @@ impl Broker {
             tracing::info!("no clean-shutdown marker: recovered logs from their recovery points");
         }
         let next_pid = meta.next_producer_id.max(0);
+        let groups = crate::group::coordinator::GroupCoordinator::new(
+            config.groups.clone(),
+            config.offsets_retention_ms,
+        );
         let broker = Arc::new(Self {
+            groups,
             config,
             cluster_id,
             registry: RwLock::new(registry),
@@ -178,6 +185,11 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
         });
         broker.persist_metadata()?;
+        let records = crate::group::coordinator::read_offsets_topic(&broker);
+        if !records.is_empty() {
+            tracing::info!(records = records.len(), "replayed __consumer_offsets");
+        }
+        broker.groups.replay(records);
         Ok(broker)
     }
 

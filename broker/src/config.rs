@@ -178,6 +178,10 @@ pub struct BrokerConfig {
     /// (Kafka's pluggable `create.topic.policy.class.name` needs Java); topics or
     /// partition increases above it fail with POLICY_VIOLATION. -1: no limit.
     pub policy_max_partitions: i64,
+    /// Group coordinator limits (`group.*`).
+    pub groups: crate::group::GroupConfig,
+    /// `offsets.retention.minutes`, in ms.
+    pub offsets_retention_ms: i64,
     /// Defaults for topic-level settings, from the `log.*` broker keys.
     pub topic_defaults: TopicDefaults,
     /// Every key that was set explicitly, for DescribeConfigs on the broker.
@@ -208,6 +212,8 @@ impl Default for BrokerConfig {
             log_flush_scheduler_interval_ms: 1_000,
             fetch_max_wait_cap_ms: 30_000,
             policy_max_partitions: -1,
+            groups: crate::group::GroupConfig::default(),
+            offsets_retention_ms: 7 * 24 * 3_600_000,
             topic_defaults: TopicDefaults::default(),
             explicit: BTreeMap::new(),
         }
@@ -346,8 +352,26 @@ impl BrokerConfig {
                 | "transaction.state.log.replication.factor"
                 | "transaction.state.log.min.isr"
                 | "share.coordinator.state.topic.replication.factor"
-                | "share.coordinator.state.topic.min.isr"
-                | "group.initial.rebalance.delay.ms" => {}
+                | "share.coordinator.state.topic.min.isr" => {}
+                "group.initial.rebalance.delay.ms" => {
+                    c.groups.initial_rebalance_delay_ms =
+                        at_least(key, val, parse_num(key, val)?, 0)?
+                }
+                "group.min.session.timeout.ms" => {
+                    c.groups.min_session_timeout_ms =
+                        at_least(key, val, parse_num(key, val)?, 1)? as i32
+                }
+                "group.max.session.timeout.ms" => {
+                    c.groups.max_session_timeout_ms =
+                        at_least(key, val, parse_num(key, val)?, 1)? as i32
+                }
+                "group.max.size" => {
+                    c.groups.max_size = at_least(key, val, parse_num(key, val)?, 1)? as usize
+                }
+                "offsets.retention.minutes" => {
+                    c.offsets_retention_ms =
+                        at_least(key, val, parse_num(key, val)?, 1)?.saturating_mul(60_000)
+                }
                 _ => return Err(ConfigError::UnknownKey(k.clone())),
             }
         }
@@ -435,6 +459,23 @@ impl BrokerConfig {
             (
                 "runnel.create.topic.policy.max.partitions",
                 self.policy_max_partitions.to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.groups.initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                self.groups.min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.groups.max_session_timeout_ms.to_string(),
+            ),
+            ("group.max.size", self.groups.max_size.to_string()),
+            (
+                "offsets.retention.minutes",
+                (self.offsets_retention_ms / 60_000).to_string(),
             ),
             ("log.segment.bytes", d.segment_bytes.to_string()),
             ("log.roll.ms", d.segment_ms.to_string()),

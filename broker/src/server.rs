@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::handlers::{self, Reply, api_versions};
+use crate::handlers::{self, Reply, RequestContext, api_versions};
 use crate::wire::{Chunk, frame_fetch_response};
 
 /// File regions smaller than this are read and written with the rest of the response:
@@ -98,7 +98,7 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let span = tracing::info_span!("conn", %peer);
-                    conns.spawn(connection(stream, broker.clone(), shutdown.clone()).instrument(span));
+                    conns.spawn(connection(stream, peer, broker.clone(), shutdown.clone()).instrument(span));
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -127,7 +127,8 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut checkpoint = tokio::time::interval(Duration::from_millis(
         c.log_flush_offset_checkpoint_interval_ms as u64,
     ));
-    for t in [&mut retention, &mut flush, &mut checkpoint] {
+    let mut groups = tokio::time::interval(Duration::from_millis(100));
+    for t in [&mut retention, &mut flush, &mut checkpoint, &mut groups] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
@@ -137,6 +138,7 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
             }
             _ = flush.tick() => broker.flush_due().await,
+            _ = groups.tick() => broker.groups.tick(&broker).await,
             _ = checkpoint.tick() => {
                 let b = broker.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.write_checkpoints()).await {
@@ -163,7 +165,13 @@ enum CloseReason {
     Io(#[from] std::io::Error),
 }
 
-async fn connection(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let host = format!("/{}", peer.ip());
     stream.set_nodelay(true).ok();
     let (r, w) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, r);
@@ -184,7 +192,7 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch:
             }
             let mut frame = vec![0u8; size as usize];
             reader.read_exact(&mut frame).await?;
-            let reply = handle_frame(&broker, Bytes::from(frame)).await?;
+            let reply = handle_frame(&broker, Bytes::from(frame), &host).await?;
             if let Some(chunks) = reply {
                 write_chunks(&mut writer, chunks).await?;
             }
@@ -257,6 +265,7 @@ async fn write_chunks(
 async fn handle_frame(
     broker: &Arc<Broker>,
     mut frame: Bytes,
+    host: &str,
 ) -> Result<Option<Vec<Chunk>>, CloseReason> {
     let mut peek = frame.clone();
     let api_key_raw = peek.get_i16();
@@ -293,7 +302,11 @@ async fn handle_frame(
     let span =
         tracing::debug_span!("request", api = ?api_key, version, correlation_id, client = %client);
     let header_version = api_key.response_header_version(version);
-    match handlers::dispatch(broker, request, version)
+    let ctx = RequestContext {
+        client_id: client.clone(),
+        client_host: host.to_string(),
+    };
+    match handlers::dispatch(broker, request, version, &ctx)
         .instrument(span)
         .await
     {

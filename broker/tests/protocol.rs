@@ -262,8 +262,9 @@ async fn api_versions_advertises_kafka_4_ranges() {
     assert_eq!(range(ApiKey::Produce), Some((0, 13)));
     assert_eq!(range(ApiKey::Fetch), Some((4, 18)));
     assert_eq!(range(ApiKey::Metadata), Some((0, 13)));
+    assert_eq!(range(ApiKey::JoinGroup), Some((0, 9)));
     assert_eq!(
-        range(ApiKey::JoinGroup),
+        range(ApiKey::AddPartitionsToTxn),
         None,
         "unimplemented APIs are not advertised"
     );

@@ -15,6 +15,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod coordinator;
+pub mod offsets_log;
 #[cfg(test)]
 mod tests;
 
@@ -174,8 +176,10 @@ pub struct Group {
     members: BTreeMap<String, Member>,
     /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
     pending_members: Vec<String>,
-    /// When the current rebalance must end (timeout or initial delay).
+    /// When the current rebalance must end (the members' rebalance timeout).
     rebalance_deadline_ms: i64,
+    /// A new group waits until then for more members (`group.initial.rebalance.delay.ms`).
+    initial_delay_until_ms: i64,
     next_member_seq: u64,
 }
 
@@ -209,8 +213,50 @@ impl Group {
             members: BTreeMap::new(),
             pending_members: Vec::new(),
             rebalance_deadline_ms: 0,
+            initial_delay_until_ms: 0,
             next_member_seq: 0,
         }
+    }
+
+    /// A group known from `__consumer_offsets` after a restart: empty, at its generation.
+    pub fn restored(id: &str, protocol_type: &str, generation: i32) -> Self {
+        let mut g = Self::new(id);
+        g.generation = generation;
+        g.protocol_type = (!protocol_type.is_empty()).then(|| protocol_type.to_string());
+        g
+    }
+
+    /// Whether a group member may commit offsets now: the error code, 0 if so.
+    pub fn check_commit(&self, member_id: &str, generation: i32) -> i16 {
+        if let Err(e) = self.check_member(member_id, generation) {
+            return e;
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return errors::REBALANCE_IN_PROGRESS;
+        }
+        0
+    }
+
+    /// Topics the members of a `consumer` group subscribe to (None for other types).
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        use bytes::Buf;
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        if self.protocol_type.as_deref() != Some("consumer") || self.members.is_empty() {
+            return None;
+        }
+        let mut topics = std::collections::BTreeSet::new();
+        for m in self.describe_members() {
+            let mut b = bytes::Bytes::from(m.metadata);
+            if b.remaining() < 2 {
+                continue;
+            }
+            let version = b.get_i16();
+            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut b, version.clamp(0, 3)) {
+                topics.extend(sub.topics.iter().map(|t| t.as_str().to_string()));
+            }
+        }
+        Some(topics)
     }
 
     /// Current state.
@@ -412,10 +458,9 @@ impl Group {
             .unwrap_or(0);
         self.state = GroupState::PreparingRebalance;
         self.rebalance_deadline_ms = now_ms + timeout.max(extra_delay);
-        if extra_delay > 0 {
-            // Initial delay: wait for more members of a new group before the first generation.
-            self.rebalance_deadline_ms = now_ms + extra_delay;
-        }
+        // Initial delay: a group starting from empty waits a little for more members
+        // before its first generation, so they all join the same one.
+        self.initial_delay_until_ms = now_ms + extra_delay;
     }
 
     /// Completes the join phase when every member has rejoined (or the deadline passed,
@@ -425,7 +470,7 @@ impl Group {
             return vec![];
         }
         let all_joined = self.members.values().all(|m| m.pending_join.is_some());
-        let initial_delay_pending = self.generation == 0 && now_ms < self.rebalance_deadline_ms;
+        let initial_delay_pending = now_ms < self.initial_delay_until_ms;
         // Keep waiting while someone is missing (or a new group's initial delay runs),
         // unless the deadline has passed.
         let waiting = !all_joined || initial_delay_pending;
