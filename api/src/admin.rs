@@ -151,6 +151,11 @@ impl Admin {
         })
     }
 
+    /// The shared cluster view.
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     async fn controller(&self) -> Result<crate::net::BrokerConnection, ClientError> {
         let (_, controller) = self.cluster.cluster_id_and_controller().await;
         match self.cluster.connection(controller).await {

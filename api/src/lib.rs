@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod groups;
 pub mod murmur2;
 pub mod net;
 pub mod producer;
@@ -40,6 +41,7 @@ pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, TopicPartition,
 };
 pub use error::ClientError;
+pub use groups::{GroupDescription, GroupListing, GroupMember};
 /// The protocol crate every request and response type comes from.
 pub use kafka_protocol as protocol;
 pub use producer::{

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+mod groups;
 mod tools;
 
 use anyhow::Context;
@@ -43,6 +44,9 @@ enum Command {
     /// Throughput and latency tests.
     #[command(subcommand)]
     Perf(tools::PerfCmd),
+    /// List, describe, delete consumer groups and reset their offsets.
+    #[command(subcommand)]
+    Groups(groups::GroupsCmd),
 }
 
 #[derive(Parser)]
@@ -146,5 +150,6 @@ fn real_main() -> anyhow::Result<()> {
         Command::Produce(args) => rt.block_on(tools::produce(&b, args)),
         Command::Consume(args) => rt.block_on(tools::consume(&b, args)),
         Command::Perf(cmd) => rt.block_on(tools::perf(&b, cmd)),
+        Command::Groups(cmd) => rt.block_on(groups::groups(&b, cmd)),
     }
 }
