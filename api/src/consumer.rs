@@ -92,6 +92,22 @@ pub struct ConsumerConfig {
     pub isolation_level: IsolationLevel,
     /// `check.crcs`.
     pub check_crcs: bool,
+    /// `group.id` (needed for `subscribe` and commits).
+    pub group_id: Option<String>,
+    /// `group.instance.id` (static membership).
+    pub group_instance_id: Option<String>,
+    /// `session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// `heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// `max.poll.interval.ms`.
+    pub max_poll_interval: Duration,
+    /// `partition.assignment.strategy`.
+    pub assignors: Vec<crate::membership::Assignor>,
+    /// `enable.auto.commit`.
+    pub enable_auto_commit: bool,
+    /// `auto.commit.interval.ms`.
+    pub auto_commit_interval: Duration,
 }
 
 impl ConsumerConfig {
@@ -107,6 +123,14 @@ impl ConsumerConfig {
             auto_offset_reset: OffsetReset::Latest,
             isolation_level: IsolationLevel::ReadUncommitted,
             check_crcs: true,
+            group_id: None,
+            group_instance_id: None,
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            max_poll_interval: Duration::from_secs(300),
+            assignors: vec![crate::membership::Assignor::Range],
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
         }
     }
 
@@ -141,7 +165,33 @@ impl ConsumerConfig {
                 }
             }
             "check.crcs" => self.check_crcs = value.trim() == "true",
-            "group.id" | "enable.auto.commit" | "key.deserializer" | "value.deserializer" => {}
+            "group.id" => self.group_id = Some(value.trim().to_string()).filter(|g| !g.is_empty()),
+            "group.instance.id" => {
+                self.group_instance_id = Some(value.trim().to_string()).filter(|g| !g.is_empty())
+            }
+            "session.timeout.ms" => {
+                self.session_timeout = Duration::from_millis(num()?.max(0) as u64)
+            }
+            "heartbeat.interval.ms" => {
+                self.heartbeat_interval = Duration::from_millis(num()?.max(1) as u64)
+            }
+            "max.poll.interval.ms" => {
+                self.max_poll_interval = Duration::from_millis(num()?.max(1) as u64)
+            }
+            "enable.auto.commit" => self.enable_auto_commit = value.trim() == "true",
+            "auto.commit.interval.ms" => {
+                self.auto_commit_interval = Duration::from_millis(num()?.max(1) as u64)
+            }
+            "partition.assignment.strategy" => {
+                self.assignors = value
+                    .split(',')
+                    .map(|a| {
+                        crate::membership::Assignor::parse(a)
+                            .ok_or_else(|| bad("supported: range, roundrobin"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "key.deserializer" | "value.deserializer" => {}
             _ => {
                 return Err(ClientError::Config(format!(
                     "unknown consumer property '{key}'"
@@ -198,6 +248,26 @@ pub struct Consumer {
     order: Vec<TopicPartition>,
     buffer: VecDeque<ConsumerRecord>,
     in_flight: HashMap<i32, JoinHandle<FetchOutcome>>,
+    membership: Option<crate::membership::Membership>,
+    subscription: Option<Subscription>,
+    listener: Option<Box<dyn RebalanceListener>>,
+    last_auto_commit: Instant,
+}
+
+/// What a subscribed consumer follows.
+enum Subscription {
+    Topics(std::collections::BTreeSet<String>),
+    Pattern(regex::Regex),
+}
+
+/// Callbacks around rebalances (`ConsumerRebalanceListener`).
+pub trait RebalanceListener: Send + Sync {
+    /// Partitions are about to be taken away (commit their progress here).
+    fn on_partitions_revoked(&mut self, _partitions: &[TopicPartition]) {}
+    /// Partitions were assigned.
+    fn on_partitions_assigned(&mut self, _partitions: &[TopicPartition]) {}
+    /// Partitions were lost without a chance to commit (the member was fenced).
+    fn on_partitions_lost(&mut self, _partitions: &[TopicPartition]) {}
 }
 
 impl Consumer {
@@ -211,6 +281,10 @@ impl Consumer {
             order: Vec::new(),
             buffer: VecDeque::new(),
             in_flight: HashMap::new(),
+            membership: None,
+            subscription: None,
+            listener: None,
+            last_auto_commit: Instant::now(),
         })
     }
 
@@ -397,9 +471,174 @@ impl Consumer {
         Ok(())
     }
 
+    fn membership(&mut self) -> Result<&mut crate::membership::Membership, ClientError> {
+        if self.membership.is_none() {
+            let group_id = self.config.group_id.clone().ok_or_else(|| {
+                ClientError::Config("group.id is required to subscribe or commit".into())
+            })?;
+            let settings = crate::membership::GroupSettings {
+                group_id,
+                instance_id: self.config.group_instance_id.clone(),
+                session_timeout: self.config.session_timeout,
+                heartbeat_interval: self.config.heartbeat_interval,
+                max_poll_interval: self.config.max_poll_interval,
+                assignors: self.config.assignors.clone(),
+            };
+            self.membership = Some(crate::membership::Membership::new(
+                self.cluster.clone(),
+                settings,
+            ));
+        }
+        Ok(self.membership.as_mut().expect("just set"))
+    }
+
+    /// Subscribes to topics; partitions come from the group's assignment.
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<(), ClientError> {
+        self.membership()?
+            .rejoin_needed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.subscription = Some(Subscription::Topics(
+            topics.iter().map(|t| t.to_string()).collect(),
+        ));
+        Ok(())
+    }
+
+    /// Subscribes to every topic matching a regular expression (checked at each rebalance
+    /// and every `metadata.max.age.ms`).
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<(), ClientError> {
+        let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| ClientError::Config(format!("bad pattern: {e}")))?;
+        self.membership()?
+            .rejoin_needed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.subscription = Some(Subscription::Pattern(re));
+        Ok(())
+    }
+
+    /// Sets the rebalance callbacks.
+    pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener + 'static) {
+        self.listener = Some(Box::new(listener));
+    }
+
+    async fn subscribed_topics(&self) -> Result<std::collections::BTreeSet<String>, ClientError> {
+        match &self.subscription {
+            None => Ok(Default::default()),
+            Some(Subscription::Topics(t)) => Ok(t.clone()),
+            Some(Subscription::Pattern(re)) => {
+                let conn = self.cluster.any_connection().await?;
+                let md = conn
+                    .send(&kafka_protocol::messages::MetadataRequest::default().with_topics(None))
+                    .await?;
+                Ok(md
+                    .topics
+                    .into_iter()
+                    .filter(|t| !t.is_internal)
+                    .filter_map(|t| t.name.map(|n| n.0.as_str().to_string()))
+                    .filter(|n| re.is_match(n))
+                    .collect())
+            }
+        }
+    }
+
+    /// The positions of the current assignment, for commits.
+    fn positions(&self) -> std::collections::BTreeMap<TopicPartition, i64> {
+        self.order
+            .iter()
+            .filter_map(|tp| self.state[tp].position.map(|p| (tp.clone(), p)))
+            .collect()
+    }
+
+    /// Rejoins the group if it asked for it; runs the rebalance callbacks.
+    async fn ensure_membership(&mut self) -> Result<(), ClientError> {
+        if self.subscription.is_none() {
+            return Ok(());
+        }
+        let needed = self
+            .membership()?
+            .rejoin_needed
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if !needed {
+            return Ok(());
+        }
+        let owned = self.order.clone();
+        if !owned.is_empty() {
+            if self.config.enable_auto_commit {
+                let positions = self.positions();
+                if let Err(e) = self.membership()?.commit(&positions).await {
+                    tracing::debug!("commit before rebalance failed: {e}");
+                    if let Some(l) = self.listener.as_mut() {
+                        l.on_partitions_lost(&owned);
+                    }
+                } else if let Some(l) = self.listener.as_mut() {
+                    l.on_partitions_revoked(&owned);
+                }
+            } else if let Some(l) = self.listener.as_mut() {
+                l.on_partitions_revoked(&owned);
+            }
+        }
+        let topics = self.subscribed_topics().await?;
+        let assigned = self.membership()?.join(&topics).await?;
+        for (_, h) in self.in_flight.drain() {
+            h.abort();
+        }
+        self.assign(assigned.clone()).await?;
+        // Start where the group left off; partitions without a commit follow auto.offset.reset.
+        let committed = self.membership()?.committed(&assigned).await?;
+        for (tp, o) in committed {
+            if o >= 0 {
+                self.seek(&tp, o)?;
+            }
+        }
+        if let Some(l) = self.listener.as_mut() {
+            l.on_partitions_assigned(&assigned);
+        }
+        self.last_auto_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Commits the current positions (or the given offsets) and waits for the answer.
+    pub async fn commit_sync(
+        &mut self,
+        offsets: Option<std::collections::BTreeMap<TopicPartition, i64>>,
+    ) -> Result<(), ClientError> {
+        let offsets = offsets.unwrap_or_else(|| self.positions());
+        self.membership()?.commit(&offsets).await
+    }
+
+    /// The group's committed offsets for `partitions` (-1 where none).
+    pub async fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<std::collections::BTreeMap<TopicPartition, i64>, ClientError> {
+        self.membership()?.committed(partitions).await
+    }
+
+    /// Commits (with auto commit) and leaves the group.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        if self.membership.is_some() {
+            if self.config.enable_auto_commit && !self.order.is_empty() {
+                let positions = self.positions();
+                let _ = self.membership()?.commit(&positions).await;
+            }
+            self.membership()?.leave().await?;
+        }
+        Ok(())
+    }
+
     /// Returns buffered records, fetching if needed, waiting up to `timeout`.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
+        self.ensure_membership().await?;
+        if self.config.enable_auto_commit
+            && self.membership.is_some()
+            && self.last_auto_commit.elapsed() >= self.config.auto_commit_interval
+        {
+            let positions = self.positions();
+            if let Err(e) = self.membership()?.commit(&positions).await {
+                tracing::debug!("auto commit failed: {e}");
+            }
+            self.last_auto_commit = Instant::now();
+        }
         self.reset_positions().await?;
         loop {
             if !self.buffer.is_empty() {

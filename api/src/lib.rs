@@ -28,6 +28,7 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod groups;
+pub mod membership;
 pub mod murmur2;
 pub mod net;
 pub mod producer;
@@ -38,12 +39,14 @@ pub use admin::{Admin, AlterOp, ConfigEntry, NewTopic};
 pub use cluster::{ClientConfig, Cluster};
 pub use connection::Connection;
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, TopicPartition,
+    Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, RebalanceListener,
+    TopicPartition,
 };
 pub use error::ClientError;
 pub use groups::{GroupDescription, GroupListing, GroupMember};
 /// The protocol crate every request and response type comes from.
 pub use kafka_protocol as protocol;
+pub use membership::Assignor;
 pub use producer::{
     DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

@@ -545,3 +545,140 @@ async fn the_consumer_is_a_stream() {
     values.sort();
     assert_eq!(values, (0..30).collect::<Vec<_>>());
 }
+
+/// A group member in its own task, reporting (member index, partition, value) and its
+/// assignments.
+fn spawn_member(
+    bootstrap: String,
+    group: &'static str,
+    idx: usize,
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, i32, String)>,
+    assigned: std::sync::Arc<std::sync::Mutex<Vec<Vec<i32>>>>,
+) -> tokio::task::JoinHandle<()> {
+    struct Track(usize, std::sync::Arc<std::sync::Mutex<Vec<Vec<i32>>>>);
+    impl runnel_api::RebalanceListener for Track {
+        fn on_partitions_assigned(&mut self, p: &[TopicPartition]) {
+            self.1.lock().unwrap()[self.0] = p.iter().map(|tp| tp.partition).collect();
+        }
+    }
+    tokio::spawn(async move {
+        let mut cfg = ConsumerConfig::new(&bootstrap);
+        for (k, v) in [
+            ("group.id", group),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "1500"),
+            ("heartbeat.interval.ms", "200"),
+            ("auto.commit.interval.ms", "100"),
+        ] {
+            cfg.set(k, v).unwrap();
+        }
+        let mut c = Consumer::connect(cfg).await.unwrap();
+        c.set_rebalance_listener(Track(idx, assigned));
+        c.subscribe(&["grouped"]).unwrap();
+        loop {
+            for r in c.poll(Duration::from_millis(100)).await.unwrap() {
+                let _ = tx.send((
+                    idx,
+                    r.partition,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn group_members_share_partitions_and_survivors_resume_from_committed_offsets() {
+    let b = TestBroker::start(&[
+        ("group.initial.rebalance.delay.ms", "0"),
+        ("group.min.session.timeout.ms", "1000"),
+    ])
+    .await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("grouped", 6)])
+        .await
+        .unwrap();
+    let assigned = std::sync::Arc::new(std::sync::Mutex::new(vec![vec![]; 3]));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let members: Vec<_> = (0..3)
+        .map(|i| spawn_member(b.bootstrap.clone(), "g1", i, tx.clone(), assigned.clone()))
+        .collect();
+    async fn wait_for(
+        assigned: &std::sync::Mutex<Vec<Vec<i32>>>,
+        pred: impl Fn(&[Vec<i32>]) -> bool,
+    ) -> bool {
+        for _ in 0..100 {
+            if pred(&assigned.lock().unwrap()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+    assert!(
+        wait_for(&assigned, |a| a.iter().all(|p| p.len() == 2)).await,
+        "three members, two partitions each: {:?}",
+        assigned.lock().unwrap()
+    );
+    let p = producer(&b, &[]).await;
+    for i in 0..60 {
+        p.send(
+            ProducerRecord::new("grouped")
+                .partition(i % 6)
+                .value(i.to_string()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 60 {
+        seen.push(
+            tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .expect("records flow")
+                .unwrap(),
+        );
+    }
+    // Let auto commit (100 ms) record progress, then kill member 0 without a LeaveGroup.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    members[0].abort();
+    assert!(
+        wait_for(&assigned, |a| a[1].len() + a[2].len() == 6
+            && a[1].len() == 3)
+        .await,
+        "after the session timeout the survivors own all six: {:?}",
+        assigned.lock().unwrap()
+    );
+    for i in 60..120 {
+        p.send(
+            ProducerRecord::new("grouped")
+                .partition(i % 6)
+                .value(i.to_string()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut after = Vec::new();
+    while after.len() < 60 {
+        after.push(
+            tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .expect("records flow")
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_err(), "nothing committed is read again");
+    let mut values: Vec<i32> = after.iter().map(|(_, _, v)| v.parse().unwrap()).collect();
+    values.sort();
+    assert_eq!(values, (60..120).collect::<Vec<_>>());
+    for m in &members[1..] {
+        m.abort();
+    }
+}
