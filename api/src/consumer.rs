@@ -1,6 +1,39 @@
-//! The consumer with manual assignment: `assign`, `seek`, `position`, `poll`, with a
-//! fetch kept in flight per broker so the next records are on their way while the
-//! application handles the current ones. Group subscription comes with consumer groups.
+//! The consumer: manual assignment (`assign`, `seek`, `position`) or group subscription
+//! (`subscribe`, with commits to the group), and `poll` with a fetch kept in flight per
+//! broker so the next records are on their way while the application handles these.
+//!
+//! **At-most-once**: commit before processing; a crash after the commit loses the batch
+//! being processed, never duplicates it.
+//!
+//! ```no_run
+//! # async fn demo(mut consumer: runnel_api::Consumer) -> Result<(), runnel_api::ClientError> {
+//! # fn process(_: &runnel_api::ConsumerRecord) {}
+//! // with enable.auto.commit=false
+//! loop {
+//!     let records = consumer.poll(std::time::Duration::from_secs(1)).await?;
+//!     consumer.commit_sync(None).await?; // positions are already past these records
+//!     for r in &records {
+//!         process(r);
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! **At-least-once**: process, then commit; a crash before the commit re-delivers the
+//! batch, so processing must tolerate duplicates.
+//!
+//! ```no_run
+//! # async fn demo(mut consumer: runnel_api::Consumer) -> Result<(), runnel_api::ClientError> {
+//! # fn process(_: &runnel_api::ConsumerRecord) {}
+//! loop {
+//!     let records = consumer.poll(std::time::Duration::from_secs(1)).await?;
+//!     for r in &records {
+//!         process(r);
+//!     }
+//!     consumer.commit_sync(None).await?;
+//! }
+//! # }
+//! ```
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), runnel_api::ClientError> {

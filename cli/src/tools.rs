@@ -343,6 +343,10 @@ pub struct ConsumeArgs {
     /// read_uncommitted or read_committed.
     #[arg(long = "isolation-level", default_value = "read_uncommitted")]
     isolation_level: String,
+    /// Consume as a member of this group (committing offsets) instead of reading
+    /// every partition directly.
+    #[arg(long)]
+    group: Option<String>,
     /// Consumer property, key=value (repeatable).
     #[arg(long = "consumer-property")]
     properties: Vec<String>,
@@ -390,7 +394,34 @@ pub async fn consume(b: &Bootstrap, a: ConsumeArgs) -> anyhow::Result<()> {
     if a.offset.is_some() && a.partition.is_none() {
         bail!("--offset needs --partition");
     }
-    consumer.assign(tps.clone()).await?;
+    match &a.group {
+        Some(g) => {
+            if a.partition.is_some() || a.offset.is_some() {
+                bail!("--group cannot be combined with --partition or --offset");
+            }
+            consumer.close().await.ok();
+            let mut cfg = ConsumerConfig::new(&b.bootstrap_server);
+            cfg.set("isolation.level", &a.isolation_level)?;
+            cfg.set(
+                "auto.offset.reset",
+                if a.from_beginning {
+                    "earliest"
+                } else {
+                    "latest"
+                },
+            )?;
+            cfg.set("group.id", g)?;
+            // What is printed is committed, exactly (see below), not the poll position.
+            cfg.set("enable.auto.commit", "false")?;
+            for p in &a.properties {
+                let (k, v) = kv(p)?;
+                cfg.set(&k, &v)?;
+            }
+            consumer = Consumer::connect(cfg).await?;
+            consumer.subscribe(&[a.topic.as_str()])?;
+        }
+        None => consumer.assign(tps.clone()).await?,
+    }
     match a.offset.as_deref() {
         Some("earliest") => consumer.seek_to_beginning(&tps).await?,
         Some("latest") => consumer.seek_to_end(&tps).await?,
@@ -402,6 +433,7 @@ pub async fn consume(b: &Bootstrap, a: ConsumeArgs) -> anyhow::Result<()> {
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut count = 0usize;
+    let mut printed = std::collections::BTreeMap::new();
     let idle_limit = a.timeout_ms.map(Duration::from_millis);
     let mut last = Instant::now();
     loop {
@@ -444,14 +476,27 @@ pub async fn consume(b: &Bootstrap, a: ConsumeArgs) -> anyhow::Result<()> {
             fields.push(show(&r.value));
             writeln!(out, "{}", fields.join(&a.separator))?;
             count += 1;
+            printed.insert(
+                TopicPartition::new(r.topic.as_str(), r.partition),
+                r.offset + 1,
+            );
             if a.max_messages.is_some_and(|m| count >= m) {
                 out.flush()?;
+                // With a group, commit exactly what was printed, then leave cleanly.
+                if a.group.is_some() {
+                    consumer.commit_sync(Some(printed)).await?;
+                }
+                consumer.close().await?;
                 return Ok(());
             }
         }
         out.flush()?;
+        if a.group.is_some() && !printed.is_empty() {
+            consumer.commit_sync(Some(printed.clone())).await?;
+        }
         if idle_limit.is_some_and(|l| last.elapsed() >= l) {
             eprintln!("Processed a total of {count} messages");
+            consumer.close().await?;
             return Ok(());
         }
     }
