@@ -285,6 +285,8 @@ pub struct Consumer {
     subscription: Option<Subscription>,
     listener: Option<Box<dyn RebalanceListener>>,
     last_auto_commit: Instant,
+    /// Whether the group runs the cooperative (incremental) protocol.
+    cooperative: bool,
 }
 
 /// What a subscribed consumer follows.
@@ -318,6 +320,7 @@ impl Consumer {
             subscription: None,
             listener: None,
             last_auto_commit: Instant::now(),
+            cooperative: false,
         })
     }
 
@@ -581,7 +584,9 @@ impl Consumer {
             .collect()
     }
 
-    /// Rejoins the group if it asked for it; runs the rebalance callbacks.
+    /// Rejoins the group if it asked for it; runs the rebalance callbacks. Eager
+    /// protocols revoke everything first; cooperative-sticky revokes only what moves (and
+    /// then rejoins so that the partitions reach their new owner).
     async fn ensure_membership(&mut self) -> Result<(), ClientError> {
         if self.subscription.is_none() {
             return Ok(());
@@ -594,36 +599,56 @@ impl Consumer {
             return Ok(());
         }
         let owned = self.order.clone();
-        if !owned.is_empty() {
-            if self.config.enable_auto_commit {
-                let positions = self.positions();
-                if let Err(e) = self.membership()?.commit(&positions).await {
-                    tracing::debug!("commit before rebalance failed: {e}");
-                    if let Some(l) = self.listener.as_mut() {
-                        l.on_partitions_lost(&owned);
-                    }
-                } else if let Some(l) = self.listener.as_mut() {
-                    l.on_partitions_revoked(&owned);
-                }
-            } else if let Some(l) = self.listener.as_mut() {
-                l.on_partitions_revoked(&owned);
+        let cooperative = self.cooperative;
+        if !owned.is_empty() && self.config.enable_auto_commit {
+            let positions = self.positions();
+            if let Err(e) = self.membership()?.commit(&positions).await {
+                tracing::debug!("commit before rebalance failed: {e}");
             }
         }
+        if !owned.is_empty()
+            && !cooperative
+            && let Some(l) = self.listener.as_mut()
+        {
+            l.on_partitions_revoked(&owned);
+        }
         let topics = self.subscribed_topics().await?;
-        let assigned = self.membership()?.join(&topics).await?;
+        let keep: Vec<TopicPartition> = if cooperative { owned.clone() } else { vec![] };
+        let (assigned, protocol) = self.membership()?.join(&topics, &keep).await?;
+        self.cooperative = protocol.is_some_and(|p| p.is_cooperative());
+        let before: std::collections::BTreeSet<TopicPartition> = owned.iter().cloned().collect();
+        let after: std::collections::BTreeSet<TopicPartition> = assigned.iter().cloned().collect();
+        let revoked: Vec<TopicPartition> = before.difference(&after).cloned().collect();
+        let added: Vec<TopicPartition> = if self.cooperative {
+            after.difference(&before).cloned().collect()
+        } else {
+            assigned.clone()
+        };
+        if self.cooperative
+            && !revoked.is_empty()
+            && let Some(l) = self.listener.as_mut()
+        {
+            l.on_partitions_revoked(&revoked);
+        }
         for (_, h) in self.in_flight.drain() {
             h.abort();
         }
+        // Retained partitions keep their positions; new ones start from the group's commits.
         self.assign(assigned.clone()).await?;
-        // Start where the group left off; partitions without a commit follow auto.offset.reset.
-        let committed = self.membership()?.committed(&assigned).await?;
+        let committed = self.membership()?.committed(&added).await?;
         for (tp, o) in committed {
             if o >= 0 {
                 self.seek(&tp, o)?;
             }
         }
         if let Some(l) = self.listener.as_mut() {
-            l.on_partitions_assigned(&assigned);
+            l.on_partitions_assigned(&added);
+        }
+        if self.cooperative && !revoked.is_empty() {
+            // Give up the revoked partitions so the leader can hand them over.
+            self.membership()?
+                .rejoin_needed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.last_auto_commit = Instant::now();
         Ok(())

@@ -37,6 +37,12 @@ pub enum Assignor {
     Range,
     /// `roundrobin`: all partitions dealt to members in turn.
     RoundRobin,
+    /// `sticky`: balanced, moving as few partitions as possible (eager revocation).
+    Sticky,
+    /// `cooperative-sticky`: sticky, and partitions that move are first revoked by their
+    /// owner in one rebalance and assigned in the next (KIP-429), so the others keep
+    /// consuming throughout.
+    CooperativeSticky,
 }
 
 impl Assignor {
@@ -45,7 +51,14 @@ impl Assignor {
         match self {
             Assignor::Range => "range",
             Assignor::RoundRobin => "roundrobin",
+            Assignor::Sticky => "sticky",
+            Assignor::CooperativeSticky => "cooperative-sticky",
         }
+    }
+
+    /// Whether the protocol is incremental (members keep partitions across rebalances).
+    pub fn is_cooperative(&self) -> bool {
+        *self == Assignor::CooperativeSticky
     }
 
     /// Parses a name or a Java class name.
@@ -54,6 +67,11 @@ impl Assignor {
             "range" | "org.apache.kafka.clients.consumer.RangeAssignor" => Some(Assignor::Range),
             "roundrobin" | "org.apache.kafka.clients.consumer.RoundRobinAssignor" => {
                 Some(Assignor::RoundRobin)
+            }
+            "sticky" | "org.apache.kafka.clients.consumer.StickyAssignor" => Some(Assignor::Sticky),
+            "cooperative-sticky"
+            | "org.apache.kafka.clients.consumer.CooperativeStickyAssignor" => {
+                Some(Assignor::CooperativeSticky)
             }
             _ => None,
         }
@@ -65,9 +83,42 @@ impl Assignor {
         members: &BTreeMap<String, BTreeSet<String>>,
         partitions: &BTreeMap<String, i32>,
     ) -> BTreeMap<String, Vec<TopicPartition>> {
+        self.assign_with_owned(members, &BTreeMap::new(), partitions)
+    }
+
+    /// Assigns with knowledge of what each member owns now (the sticky assignors use it;
+    /// cooperative-sticky withholds partitions another member still owns).
+    pub fn assign_with_owned(
+        &self,
+        members: &BTreeMap<String, BTreeSet<String>>,
+        owned: &BTreeMap<String, Vec<TopicPartition>>,
+        partitions: &BTreeMap<String, i32>,
+    ) -> BTreeMap<String, Vec<TopicPartition>> {
         let mut out: BTreeMap<String, Vec<TopicPartition>> =
             members.keys().map(|m| (m.clone(), vec![])).collect();
         match self {
+            Assignor::Sticky | Assignor::CooperativeSticky => {
+                let target = sticky(members, owned, partitions);
+                if *self == Assignor::Sticky {
+                    return target;
+                }
+                // A partition moving away from its current owner is left out this round:
+                // the owner revokes it and rejoins; the next rebalance hands it over.
+                let owner: BTreeMap<&TopicPartition, &String> = owned
+                    .iter()
+                    .flat_map(|(m, tps)| tps.iter().map(move |tp| (tp, m)))
+                    .collect();
+                return target
+                    .into_iter()
+                    .map(|(m, tps)| {
+                        let keep = tps
+                            .into_iter()
+                            .filter(|tp| owner.get(tp).is_none_or(|o| **o == m))
+                            .collect();
+                        (m, keep)
+                    })
+                    .collect();
+            }
             Assignor::Range => {
                 for (topic, n) in partitions {
                     let subs: Vec<&String> = members
@@ -116,24 +167,125 @@ impl Assignor {
     }
 }
 
-fn encode_subscription(topics: &BTreeSet<String>) -> Bytes {
-    let sub =
-        ConsumerProtocolSubscription::default().with_topics(topics.iter().map(|t| sb(t)).collect());
+/// The sticky target: keep valid owned partitions up to a fair share, give the rest to
+/// the least-loaded subscribers, then even out.
+fn sticky(
+    members: &BTreeMap<String, BTreeSet<String>>,
+    owned: &BTreeMap<String, Vec<TopicPartition>>,
+    partitions: &BTreeMap<String, i32>,
+) -> BTreeMap<String, Vec<TopicPartition>> {
+    let all: Vec<TopicPartition> = partitions
+        .iter()
+        .flat_map(|(t, n)| (0..*n).map(move |p| TopicPartition::new(t.as_str(), p)))
+        .filter(|tp| members.values().any(|s| s.contains(&tp.topic)))
+        .collect();
+    let mut out: BTreeMap<String, Vec<TopicPartition>> =
+        members.keys().map(|m| (m.clone(), vec![])).collect();
+    if members.is_empty() {
+        return out;
+    }
+    let max_share = all.len().div_ceil(members.len());
+    let mut taken: BTreeSet<TopicPartition> = BTreeSet::new();
+    for (m, tps) in owned {
+        let Some(subs) = members.get(m) else { continue };
+        for tp in tps {
+            let exists = partitions.get(&tp.topic).is_some_and(|n| tp.partition < *n);
+            if exists && subs.contains(&tp.topic) && !taken.contains(tp) && out[m].len() < max_share
+            {
+                taken.insert(tp.clone());
+                out.get_mut(m).expect("member").push(tp.clone());
+            }
+        }
+    }
+    for tp in all.iter().filter(|tp| !taken.contains(*tp)) {
+        let least = out
+            .iter()
+            .filter(|(m, _)| members[*m].contains(&tp.topic))
+            .min_by_key(|(m, v)| (v.len(), (*m).clone()))
+            .map(|(m, _)| m.clone());
+        if let Some(m) = least {
+            out.get_mut(&m).expect("member").push(tp.clone());
+        }
+    }
+    // Even out: move from the most to the least loaded while the gap exceeds one.
+    loop {
+        let most = out
+            .iter()
+            .max_by_key(|(m, v)| (v.len(), std::cmp::Reverse((*m).clone())))
+            .map(|(m, v)| (m.clone(), v.len()));
+        let least = out
+            .iter()
+            .min_by_key(|(m, v)| (v.len(), (*m).clone()))
+            .map(|(m, v)| (m.clone(), v.len()));
+        let (Some(most), Some(least)) = (most, least) else {
+            break;
+        };
+        if most.1 <= least.1 + 1 {
+            break;
+        }
+        let movable = out[&most.0]
+            .iter()
+            .rposition(|tp| members[&least.0].contains(&tp.topic));
+        let Some(i) = movable else { break };
+        let tp = out.get_mut(&most.0).expect("member").remove(i);
+        out.get_mut(&least.0).expect("member").push(tp);
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+fn encode_subscription(topics: &BTreeSet<String>, owned: &[TopicPartition]) -> Bytes {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in owned {
+        by_topic
+            .entry(tp.topic.as_str())
+            .or_default()
+            .push(tp.partition);
+    }
+    let sub = ConsumerProtocolSubscription::default()
+        .with_topics(topics.iter().map(|t| sb(t)).collect())
+        .with_owned_partitions(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    kafka_protocol::messages::consumer_protocol_subscription::TopicPartition::default()
+                        .with_topic(TopicName(sb(t)))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
     let mut b = BytesMut::new();
-    b.put_i16(0);
-    // Encoding a default-filled v0 struct cannot fail.
-    let _ = sub.encode(&mut b, 0);
+    // v1 carries the owned partitions the sticky assignors need.
+    b.put_i16(1);
+    let _ = sub.encode(&mut b, 1);
     b.freeze()
 }
 
-fn decode_subscription(mut b: Bytes) -> BTreeSet<String> {
+/// A member's subscribed topics and the partitions it owns.
+type Subscription = (BTreeSet<String>, Vec<TopicPartition>);
+
+fn decode_subscription(mut b: Bytes) -> Subscription {
     if b.remaining() < 2 {
-        return BTreeSet::new();
+        return Default::default();
     }
     let v = b.get_i16().clamp(0, 3);
-    ConsumerProtocolSubscription::decode(&mut b, v)
-        .map(|s| s.topics.iter().map(|t| t.as_str().to_string()).collect())
-        .unwrap_or_default()
+    match ConsumerProtocolSubscription::decode(&mut b, v) {
+        Ok(s) => (
+            s.topics.iter().map(|t| t.as_str().to_string()).collect(),
+            s.owned_partitions
+                .iter()
+                .flat_map(|tp| {
+                    let t = tp.topic.0.as_str().to_string();
+                    tp.partitions
+                        .iter()
+                        .map(move |p| TopicPartition::new(t.clone(), *p))
+                })
+                .collect(),
+        ),
+        Err(_) => Default::default(),
+    }
 }
 
 fn encode_assignment(tps: &[TopicPartition]) -> Bytes {
@@ -273,11 +425,13 @@ impl Membership {
         Ok(c)
     }
 
-    /// Joins (or rejoins) the group and returns this member's assignment.
+    /// Joins (or rejoins) the group and returns this member's assignment and the
+    /// protocol the group chose.
     pub async fn join(
         &mut self,
         topics: &BTreeSet<String>,
-    ) -> Result<Vec<TopicPartition>, ClientError> {
+        owned: &[TopicPartition],
+    ) -> Result<(Vec<TopicPartition>, Option<Assignor>), ClientError> {
         self.stop_heartbeat();
         for _attempt in 0..20 {
             let conn = self.coordinator().await?;
@@ -288,7 +442,7 @@ impl Membership {
                 .map(|a| {
                     JoinGroupRequestProtocol::default()
                         .with_name(sb(a.name()))
-                        .with_metadata(encode_subscription(topics))
+                        .with_metadata(encode_subscription(topics, owned))
                 })
                 .collect();
             let req = JoinGroupRequest::default()
@@ -349,7 +503,7 @@ impl Membership {
             let mut assignments = Vec::new();
             if resp.leader.as_str() == self.member_id {
                 let assignor = Assignor::parse(&protocol).unwrap_or(Assignor::Range);
-                let members: BTreeMap<String, BTreeSet<String>> = resp
+                let decoded: Vec<(String, Subscription)> = resp
                     .members
                     .iter()
                     .map(|m| {
@@ -359,6 +513,12 @@ impl Membership {
                         )
                     })
                     .collect();
+                let members: BTreeMap<String, BTreeSet<String>> = decoded
+                    .iter()
+                    .map(|(m, (t, _))| (m.clone(), t.clone()))
+                    .collect();
+                let owned_by: BTreeMap<String, Vec<TopicPartition>> =
+                    decoded.into_iter().map(|(m, (_, o))| (m, o)).collect();
                 let all: Vec<String> = members
                     .values()
                     .flatten()
@@ -373,7 +533,7 @@ impl Membership {
                         counts.insert(t.clone(), info.partitions.len() as i32);
                     }
                 }
-                for (m, tps) in assignor.assign(&members, &counts) {
+                for (m, tps) in assignor.assign_with_owned(&members, &owned_by, &counts) {
                     assignments.push(
                         SyncGroupRequestAssignment::default()
                             .with_member_id(sb(&m))
@@ -417,7 +577,10 @@ impl Membership {
             }
             self.rejoin_needed.store(false, Ordering::SeqCst);
             self.start_heartbeat(conn);
-            return Ok(decode_assignment(sresp.assignment));
+            return Ok((
+                decode_assignment(sresp.assignment),
+                Assignor::parse(&protocol),
+            ));
         }
         Err(ClientError::Timeout(format!(
             "could not join group {}",
@@ -622,9 +785,38 @@ mod tests {
     }
 
     #[test]
+    fn sticky_keeps_what_members_own_and_balances() {
+        let m = members(&[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]);
+        let counts = BTreeMap::from([("t".to_string(), 6)]);
+        // a owned everything (it was alone); b and c just joined.
+        let owned = BTreeMap::from([(
+            "a".to_string(),
+            (0..6)
+                .map(|p| TopicPartition::new("t", p))
+                .collect::<Vec<_>>(),
+        )]);
+        let out = Assignor::Sticky.assign_with_owned(&m, &owned, &counts);
+        assert!(out.values().all(|v| v.len() == 2), "{out:?}");
+        assert!(out["a"].iter().all(|tp| tp.partition < 6));
+        // cooperative: b and c get nothing a still owns this round; a keeps its share.
+        let coop = Assignor::CooperativeSticky.assign_with_owned(&m, &owned, &counts);
+        assert_eq!(coop["a"], out["a"]);
+        assert!(coop["b"].is_empty() && coop["c"].is_empty());
+        // next round: a owns only its share, the rest moves.
+        let owned2 = BTreeMap::from([("a".to_string(), out["a"].clone())]);
+        let coop2 = Assignor::CooperativeSticky.assign_with_owned(&m, &owned2, &counts);
+        assert!(coop2.values().all(|v| v.len() == 2), "{coop2:?}");
+        assert_eq!(coop2["a"], out["a"], "a keeps what it had");
+    }
+
+    #[test]
     fn subscription_and_assignment_bytes_round_trip() {
         let topics: BTreeSet<String> = ["x".to_string(), "y".to_string()].into();
-        assert_eq!(decode_subscription(encode_subscription(&topics)), topics);
+        let owned = vec![TopicPartition::new("x", 1)];
+        assert_eq!(
+            decode_subscription(encode_subscription(&topics, &owned)),
+            (topics, owned)
+        );
         let tps = vec![
             TopicPartition::new("x", 0),
             TopicPartition::new("x", 3),

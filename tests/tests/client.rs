@@ -682,3 +682,109 @@ async fn group_members_share_partitions_and_survivors_resume_from_committed_offs
         m.abort();
     }
 }
+
+#[tokio::test]
+async fn cooperative_sticky_moves_only_what_must_move() {
+    let b = TestBroker::start(&[
+        ("group.initial.rebalance.delay.ms", "0"),
+        ("group.min.session.timeout.ms", "1000"),
+    ])
+    .await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("coop", 4)])
+        .await
+        .unwrap();
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<(usize, &'static str, Vec<i32>)>>>;
+    struct Track(usize, Log);
+    impl runnel_api::RebalanceListener for Track {
+        fn on_partitions_assigned(&mut self, p: &[TopicPartition]) {
+            self.1.lock().unwrap().push((
+                self.0,
+                "assigned",
+                p.iter().map(|tp| tp.partition).collect(),
+            ));
+        }
+        fn on_partitions_revoked(&mut self, p: &[TopicPartition]) {
+            self.1.lock().unwrap().push((
+                self.0,
+                "revoked",
+                p.iter().map(|tp| tp.partition).collect(),
+            ));
+        }
+    }
+    let log: Log = Default::default();
+    let spawn = |idx: usize, log: Log| {
+        let bootstrap = b.bootstrap.clone();
+        tokio::spawn(async move {
+            let mut cfg = ConsumerConfig::new(&bootstrap);
+            for (k, v) in [
+                ("group.id", "coop-g"),
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("session.timeout.ms", "1500"),
+                ("heartbeat.interval.ms", "100"),
+            ] {
+                cfg.set(k, v).unwrap();
+            }
+            let mut c = Consumer::connect(cfg).await.unwrap();
+            c.set_rebalance_listener(Track(idx, log));
+            c.subscribe(&["coop"]).unwrap();
+            loop {
+                c.poll(Duration::from_millis(50)).await.unwrap();
+            }
+        })
+    };
+    let first = spawn(0, log.clone());
+    let owns = |log: &Log, idx: usize| {
+        let mut owned = std::collections::BTreeSet::new();
+        for (i, what, ps) in log.lock().unwrap().iter() {
+            if *i == idx {
+                for p in ps {
+                    if *what == "assigned" {
+                        owned.insert(*p);
+                    } else {
+                        owned.remove(p);
+                    }
+                }
+            }
+        }
+        owned
+    };
+    for _ in 0..100 {
+        if owns(&log, 0).len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        owns(&log, 0).len(),
+        4,
+        "alone, the first member owns all four"
+    );
+    let second = spawn(1, log.clone());
+    for _ in 0..100 {
+        if owns(&log, 0).len() == 2 && owns(&log, 1).len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (owns(&log, 0).len(), owns(&log, 1).len()),
+        (2, 2),
+        "{:?}",
+        log.lock().unwrap()
+    );
+    assert!(owns(&log, 0).is_disjoint(&owns(&log, 1)));
+    // The first member only ever gave up the two partitions that moved.
+    let revoked: Vec<i32> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(i, w, _)| *i == 0 && *w == "revoked")
+        .flat_map(|(_, _, p)| p.clone())
+        .collect();
+    assert_eq!(revoked.len(), 2, "{:?}", log.lock().unwrap());
+    first.abort();
+    second.abort();
+}
