@@ -663,6 +663,16 @@ impl Consumer {
         self.membership()?.commit(&offsets).await
     }
 
+    /// Sends a commit of the current positions (or the given offsets) without waiting;
+    /// the returned task reports the outcome.
+    pub async fn commit_async(
+        &mut self,
+        offsets: Option<std::collections::BTreeMap<TopicPartition, i64>>,
+    ) -> Result<tokio::task::JoinHandle<Result<(), ClientError>>, ClientError> {
+        let offsets = offsets.unwrap_or_else(|| self.positions());
+        self.membership()?.commit_async(&offsets).await
+    }
+
     /// The group's committed offsets for `partitions` (-1 where none).
     pub async fn committed(
         &mut self,

@@ -626,8 +626,19 @@ impl Membership {
         &mut self,
         offsets: &BTreeMap<TopicPartition, i64>,
     ) -> Result<(), ClientError> {
+        self.commit_async(offsets)
+            .await?
+            .await
+            .unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Sends an offset commit and returns a task that completes with its outcome.
+    pub async fn commit_async(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<tokio::task::JoinHandle<Result<(), ClientError>>, ClientError> {
         if offsets.is_empty() {
-            return Ok(());
+            return Ok(tokio::spawn(async { Ok(()) }));
         }
         let conn = self.coordinator().await?;
         let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
@@ -656,21 +667,25 @@ impl Membership {
             .version_for::<OffsetCommitRequest>()
             .map(|v| v.min(9))
             .ok_or_else(|| ClientError::Unsupported("OffsetCommit".into()))?;
-        let resp = conn.send_at(&req, version).await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                if let Some(e) = ClientError::from_code(
-                    p.error_code,
-                    format!("commit {}-{}", t.name.0.as_str(), p.partition_index),
-                ) {
-                    if matches!(p.error_code, 22 | 25 | 27) {
-                        self.rejoin_needed.store(true, Ordering::SeqCst);
+        let rejoin = self.rejoin_needed.clone();
+        Ok(tokio::spawn(async move {
+            let resp = conn.send_at(&req, version).await?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    if let Some(e) = ClientError::from_code(
+                        p.error_code,
+                        format!("commit {}-{}", t.name.0.as_str(), p.partition_index),
+                    ) {
+                        // Fenced or mid-rebalance: the member must rejoin.
+                        if matches!(p.error_code, 22 | 25 | 27) {
+                            rejoin.store(true, Ordering::SeqCst);
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        }))
     }
 
     /// Committed offsets for `tps` (-1 where none).

@@ -788,3 +788,55 @@ async fn cooperative_sticky_moves_only_what_must_move() {
     first.abort();
     second.abort();
 }
+
+#[tokio::test]
+async fn manual_commits_sync_and_async_are_what_committed_reports() {
+    let b = TestBroker::start(&[("group.initial.rebalance.delay.ms", "0")]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("manual", 1)])
+        .await
+        .unwrap();
+    let p = producer(&b, &[]).await;
+    for i in 0..10 {
+        p.send(ProducerRecord::new("manual").value(i.to_string()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut cfg = ConsumerConfig::new(&b.bootstrap);
+    cfg.set("group.id", "manual-g")
+        .unwrap()
+        .set("enable.auto.commit", "false")
+        .unwrap()
+        .set("auto.offset.reset", "earliest")
+        .unwrap();
+    let mut c = Consumer::connect(cfg.clone()).await.unwrap();
+    c.subscribe(&["manual"]).unwrap();
+    let got = read_all(&mut c, 10).await;
+    assert_eq!(got.len(), 10);
+    let tp = TopicPartition::new("manual", 0);
+    c.commit_sync(Some([(tp.clone(), 4)].into())).await.unwrap();
+    assert_eq!(
+        c.committed(std::slice::from_ref(&tp)).await.unwrap()[&tp],
+        4
+    );
+    c.commit_async(None).await.unwrap().await.unwrap().unwrap();
+    assert_eq!(
+        c.committed(std::slice::from_ref(&tp)).await.unwrap()[&tp],
+        10
+    );
+    c.close().await.unwrap();
+    // A new member of the group starts at the commit.
+    let mut again = Consumer::connect(cfg).await.unwrap();
+    again.subscribe(&["manual"]).unwrap();
+    p.send(ProducerRecord::new("manual").value("10"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let next = read_all(&mut again, 1).await;
+    assert_eq!(next[0].offset, 10);
+}
