@@ -600,17 +600,24 @@ impl Consumer {
         }
         let owned = self.order.clone();
         let cooperative = self.cooperative;
+        let mut fenced = false;
         if !owned.is_empty() && self.config.enable_auto_commit {
             let positions = self.positions();
             if let Err(e) = self.membership()?.commit(&positions).await {
                 tracing::debug!("commit before rebalance failed: {e}");
+                // Fenced out of the group: the partitions are already someone else's.
+                fenced = matches!(e, ClientError::Broker { code: 22 | 25, .. });
             }
         }
         if !owned.is_empty()
-            && !cooperative
+            && (fenced || !cooperative)
             && let Some(l) = self.listener.as_mut()
         {
-            l.on_partitions_revoked(&owned);
+            if fenced {
+                l.on_partitions_lost(&owned);
+            } else {
+                l.on_partitions_revoked(&owned);
+            }
         }
         let topics = self.subscribed_topics().await?;
         let keep: Vec<TopicPartition> = if cooperative { owned.clone() } else { vec![] };

@@ -417,10 +417,10 @@ impl Group {
         match self.state {
             GroupState::Stable
                 if !protocols_changed
-                    && self.leader.as_deref() != Some(&member_id)
-                    && static_id.is_none() =>
+                    && (self.leader.as_deref() != Some(&member_id) || static_id.is_some()) =>
             {
-                // A follower rejoining with nothing new gets the current generation back.
+                // A follower rejoining with nothing new, or a static member coming back
+                // (KIP-345), gets the current generation back without a rebalance.
                 let m = self.members.get_mut(&member_id).expect("inserted");
                 m.pending_join = None;
                 effects.push(Effect::JoinResponse(
