@@ -8,8 +8,8 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
-    GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
+    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -65,32 +65,20 @@ pub struct GroupDescription {
 
 impl Admin {
     async fn coordinator(&self, group: &str) -> Result<BrokerConnection, ClientError> {
-        let conn = self.cluster().any_connection().await?;
-        let version = conn
-            .version_for::<FindCoordinatorRequest>()
-            .ok_or_else(|| ClientError::Unsupported("FindCoordinator".into()))?;
-        // v4+ asks for a batch of keys; older versions for one.
-        let req = if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![sb(group)])
-        } else {
-            FindCoordinatorRequest::default().with_key(sb(group))
-        };
-        let resp = conn.send_at(&req, version).await?;
-        let node = match resp.coordinators.first() {
-            Some(c) => {
-                if let Some(e) = ClientError::from_code(c.error_code, "find coordinator") {
-                    return Err(e);
+        let mut attempt = 0;
+        let (host, port) = loop {
+            attempt += 1;
+            match crate::membership::find_coordinator(self.cluster(), group).await {
+                Ok(n) => break n,
+                Err(e) if e.is_retriable() && attempt < 50 => {
+                    tokio::time::sleep(self.cluster().config().retry_backoff).await;
                 }
-                c.node_id.0
-            }
-            None => {
-                if let Some(e) = ClientError::from_code(resp.error_code, "find coordinator") {
-                    return Err(e);
-                }
-                resp.node_id.0
+                Err(e) => return Err(e),
             }
         };
-        self.cluster().connection(node).await
+        self.cluster()
+            .connection_to(&format!("{host}:{port}"))
+            .await
     }
 
     /// Every group.

@@ -332,6 +332,35 @@ fn decode_assignment(mut b: Bytes) -> Vec<TopicPartition> {
     }
 }
 
+/// Asks any broker which broker coordinates `group`: (host, port).
+pub(crate) async fn find_coordinator(
+    cluster: &Cluster,
+    group: &str,
+) -> Result<(String, i32), ClientError> {
+    let conn = cluster.any_connection().await?;
+    let version = conn
+        .version_for::<FindCoordinatorRequest>()
+        .ok_or_else(|| ClientError::Unsupported("FindCoordinator".into()))?;
+    let g = sb(group);
+    // v4+ asks for a batch of keys; older versions for one.
+    let req = if version >= 4 {
+        FindCoordinatorRequest::default().with_coordinator_keys(vec![g])
+    } else {
+        FindCoordinatorRequest::default().with_key(g)
+    };
+    let resp = conn.send_at(&req, version).await?;
+    match resp.coordinators.first() {
+        Some(c) => match ClientError::from_code(c.error_code, "find coordinator") {
+            Some(e) => Err(e),
+            None => Ok((c.host.as_str().to_string(), c.port)),
+        },
+        None => match ClientError::from_code(resp.error_code, "find coordinator") {
+            Some(e) => Err(e),
+            None => Ok((resp.host.as_str().to_string(), resp.port)),
+        },
+    }
+}
+
 /// Group settings.
 #[derive(Debug, Clone)]
 pub struct GroupSettings {
@@ -388,29 +417,17 @@ impl Membership {
         {
             return Ok(c.clone());
         }
-        let conn = self.cluster.any_connection().await?;
-        let version = conn
-            .version_for::<FindCoordinatorRequest>()
-            .ok_or_else(|| ClientError::Unsupported("FindCoordinator".into()))?;
-        let g = sb(&self.settings.group_id);
-        let req = if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![g])
-        } else {
-            FindCoordinatorRequest::default().with_key(g)
-        };
-        let resp = conn.send_at(&req, version).await?;
-        let node = match resp.coordinators.first() {
-            Some(c) => {
-                if let Some(e) = ClientError::from_code(c.error_code, "find coordinator") {
-                    return Err(e);
+        let mut attempt = 0;
+        let node = loop {
+            attempt += 1;
+            match find_coordinator(&self.cluster, &self.settings.group_id).await {
+                Ok(n) => break n,
+                // The coordinator may still be loading or electing (Kafka creates
+                // __consumer_offsets on first use): retry a while.
+                Err(e) if e.is_retriable() && attempt < 50 => {
+                    tokio::time::sleep(self.cluster.config().retry_backoff).await;
                 }
-                (c.host.as_str().to_string(), c.port)
-            }
-            None => {
-                if let Some(e) = ClientError::from_code(resp.error_code, "find coordinator") {
-                    return Err(e);
-                }
-                (resp.host.as_str().to_string(), resp.port)
+                Err(e) => return Err(e),
             }
         };
         // A connection of its own, so held joins and fetch long polls never delay each other.

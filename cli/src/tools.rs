@@ -152,7 +152,8 @@ pub async fn topics(b: &Bootstrap, cmd: TopicsCmd) -> anyhow::Result<()> {
                     .describe_topic_configs(&info.name)
                     .await?
                     .into_iter()
-                    .filter(|c| c.is_override())
+                    // As kafka-topics.sh --describe: everything not at its built-in default.
+                    .filter(|c| c.source != 5)
                     .map(|c| format!("{}={}", c.name, c.value.unwrap_or_default()))
                     .collect();
                 let rf = info
