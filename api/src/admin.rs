@@ -25,11 +25,9 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    ListOffsetsRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -382,36 +380,11 @@ impl Admin {
     ) -> Result<Vec<(TopicPartition, i64, i64)>, ClientError> {
         let mut out = Vec::new();
         for (tp, ts) in query {
-            let t = self.cluster.topic(&tp.topic).await?;
-            let leader = t
-                .partitions
-                .get(tp.partition as usize)
-                .map(|p| p.leader)
-                .unwrap_or(-1);
-            let conn = self.cluster.connection(leader).await?;
-            let req = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![
-                    ListOffsetsTopic::default()
-                        .with_name(TopicName(sb(&tp.topic)))
-                        .with_partitions(vec![
-                            ListOffsetsPartition::default()
-                                .with_partition_index(tp.partition)
-                                .with_timestamp(*ts),
-                        ]),
-                ]);
-            let resp = conn.send(&req).await?;
-            let p = resp
-                .topics
-                .first()
-                .and_then(|t| t.partitions.first())
-                .ok_or_else(|| ClientError::Protocol("empty ListOffsets".into()))?;
-            check(
-                p.error_code,
-                None,
-                &format!("list offsets {}-{}", tp.topic, tp.partition),
-            )?;
-            out.push((tp.clone(), p.offset, p.timestamp));
+            let (offset, timestamp) = self
+                .cluster
+                .list_offset(&tp.topic, tp.partition, *ts, 0)
+                .await?;
+            out.push((tp.clone(), offset, timestamp));
         }
         Ok(out)
     }
@@ -423,13 +396,10 @@ impl Admin {
     ) -> Result<Vec<(TopicPartition, i64)>, ClientError> {
         let mut out = Vec::new();
         for (tp, offset) in query {
-            let t = self.cluster.topic(&tp.topic).await?;
-            let leader = t
-                .partitions
-                .get(tp.partition as usize)
-                .map(|p| p.leader)
-                .unwrap_or(-1);
-            let conn = self.cluster.connection(leader).await?;
+            let conn = self
+                .cluster
+                .leader_connection(&tp.topic, tp.partition)
+                .await?;
             let req = DeleteRecordsRequest::default()
                 .with_timeout_ms(30_000)
                 .with_topics(vec![

@@ -313,6 +313,64 @@ impl Cluster {
             .ok_or_else(|| ClientError::UnknownTopic(name.to_string()))
     }
 
+    /// A connection to the leader of `topic`-`partition`.
+    pub async fn leader_connection(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<BrokerConnection, ClientError> {
+        let t = self.topic(topic).await?;
+        let leader = t
+            .partitions
+            .get(partition as usize)
+            .map(|p| p.leader)
+            .ok_or_else(|| ClientError::Broker {
+                code: 3,
+                message: format!("{topic}-{partition} does not exist"),
+            })?;
+        self.connection(leader).await
+    }
+
+    /// ListOffsets for one partition at `timestamp` (-1 latest, -2 earliest, -3 max
+    /// timestamp, or a time): (offset, timestamp), -1s when nothing matches.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        isolation_level: i8,
+    ) -> Result<(i64, i64), ClientError> {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        use kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
+        let conn = self.leader_connection(topic, partition).await?;
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation_level)
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(partition)
+                            .with_timestamp(timestamp),
+                    ]),
+            ]);
+        let resp = conn.send(&req).await?;
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol("empty ListOffsets response".into()))?;
+        if let Some(e) =
+            ClientError::from_code(p.error_code, format!("list offsets {topic}-{partition}"))
+        {
+            return Err(e);
+        }
+        Ok((p.offset, p.timestamp))
+    }
+
     /// Forgets a topic so the next lookup reloads it.
     pub async fn invalidate(&self, topic: &str) {
         self.state.lock().await.topics.remove(topic);

@@ -55,8 +55,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::task::JoinHandle;
 
@@ -438,46 +437,18 @@ impl Consumer {
         tps: &[TopicPartition],
         ts: i64,
     ) -> Result<Vec<(TopicPartition, i64, i64)>, ClientError> {
+        let isolation = if self.config.isolation_level == IsolationLevel::ReadCommitted {
+            1
+        } else {
+            0
+        };
         let mut out = Vec::new();
         for tp in tps {
-            let t = self.cluster.topic(&tp.topic).await?;
-            let leader = t
-                .partitions
-                .get(tp.partition as usize)
-                .map(|p| p.leader)
-                .unwrap_or(-1);
-            let conn = self.cluster.connection(leader).await?;
-            let req = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_isolation_level(
-                    if self.config.isolation_level == IsolationLevel::ReadCommitted {
-                        1
-                    } else {
-                        0
-                    },
-                )
-                .with_topics(vec![
-                    ListOffsetsTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
-                        .with_partitions(vec![
-                            ListOffsetsPartition::default()
-                                .with_partition_index(tp.partition)
-                                .with_timestamp(ts),
-                        ]),
-                ]);
-            let resp = conn.send(&req).await?;
-            let p = resp
-                .topics
-                .first()
-                .and_then(|t| t.partitions.first())
-                .ok_or_else(|| ClientError::Protocol("empty ListOffsets response".into()))?;
-            if let Some(e) = ClientError::from_code(
-                p.error_code,
-                format!("ListOffsets {}-{}", tp.topic, tp.partition),
-            ) {
-                return Err(e);
-            }
-            out.push((tp.clone(), p.offset, p.timestamp));
+            let (offset, timestamp) = self
+                .cluster
+                .list_offset(&tp.topic, tp.partition, ts, isolation)
+                .await?;
+            out.push((tp.clone(), offset, timestamp));
         }
         Ok(out)
     }

@@ -4,12 +4,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Buf;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
-    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -191,43 +188,13 @@ impl Admin {
         offsets: &BTreeMap<TopicPartition, i64>,
     ) -> Result<(), ClientError> {
         let conn = self.coordinator(group).await?;
-        let mut topics: BTreeMap<String, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (tp, o) in offsets {
-            topics.entry(tp.topic.clone()).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(tp.partition)
-                    .with_committed_offset(*o),
-            );
-        }
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(sb(group)))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(sb(""))
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(TopicName(sb(&t)))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
+        // A commit outside any generation, as for simple consumers.
+        let req = crate::membership::offset_commit_request(group, -1, "", offsets);
         let version = conn
             .version_for::<OffsetCommitRequest>()
             .map(|v| v.min(9))
             .ok_or_else(|| ClientError::Unsupported("OffsetCommit".into()))?;
-        let resp = conn.send_at(&req, version).await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                if let Some(e) = ClientError::from_code(
-                    p.error_code,
-                    format!("commit {}-{}", t.name.0.as_str(), p.partition_index),
-                ) {
-                    return Err(e);
-                }
-            }
-        }
+        crate::membership::check_commit_response(conn.send_at(&req, version).await?)?;
         Ok(())
     }
 

@@ -332,6 +332,54 @@ fn decode_assignment(mut b: Bytes) -> Vec<TopicPartition> {
     }
 }
 
+/// An OffsetCommit for `group` as `member_id` of `generation` (-1 and "" outside any).
+pub(crate) fn offset_commit_request(
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> OffsetCommitRequest {
+    let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+    for (tp, o) in offsets {
+        topics.entry(tp.topic.as_str()).or_default().push(
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(tp.partition)
+                .with_committed_offset(*o),
+        );
+    }
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(sb(group)))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(sb(member_id))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(sb(t)))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+}
+
+/// The first partition error of an OffsetCommit response, if any.
+pub(crate) fn check_commit_response(
+    resp: kafka_protocol::messages::OffsetCommitResponse,
+) -> Result<(), ClientError> {
+    for t in resp.topics {
+        for p in t.partitions {
+            if let Some(e) = ClientError::from_code(
+                p.error_code,
+                format!("commit {}-{}", t.name.0.as_str(), p.partition_index),
+            ) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Asks any broker which broker coordinates `group`: (host, port).
 pub(crate) async fn find_coordinator(
     cluster: &Cluster,
@@ -658,50 +706,27 @@ impl Membership {
             return Ok(tokio::spawn(async { Ok(()) }));
         }
         let conn = self.coordinator().await?;
-        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (tp, o) in offsets {
-            topics.entry(tp.topic.as_str()).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(tp.partition)
-                    .with_committed_offset(*o),
-            );
-        }
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(sb(&self.settings.group_id)))
-            .with_generation_id_or_member_epoch(self.generation)
-            .with_member_id(sb(&self.member_id))
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(TopicName(sb(t)))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
+        let req = offset_commit_request(
+            &self.settings.group_id,
+            self.generation,
+            &self.member_id,
+            offsets,
+        );
         let version = conn
             .version_for::<OffsetCommitRequest>()
             .map(|v| v.min(9))
             .ok_or_else(|| ClientError::Unsupported("OffsetCommit".into()))?;
         let rejoin = self.rejoin_needed.clone();
         Ok(tokio::spawn(async move {
-            let resp = conn.send_at(&req, version).await?;
-            for t in resp.topics {
-                for p in t.partitions {
-                    if let Some(e) = ClientError::from_code(
-                        p.error_code,
-                        format!("commit {}-{}", t.name.0.as_str(), p.partition_index),
-                    ) {
-                        // Fenced or mid-rebalance: the member must rejoin.
-                        if matches!(p.error_code, 22 | 25 | 27) {
-                            rejoin.store(true, Ordering::SeqCst);
-                        }
-                        return Err(e);
-                    }
-                }
+            let result = check_commit_response(conn.send_at(&req, version).await?);
+            // Fenced or mid-rebalance: the member must rejoin.
+            if let Err(ClientError::Broker {
+                code: 22 | 25 | 27, ..
+            }) = &result
+            {
+                rejoin.store(true, Ordering::SeqCst);
             }
-            Ok(())
+            result
         }))
     }
 
