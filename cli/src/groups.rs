@@ -159,8 +159,12 @@ pub async fn groups(b: &Bootstrap, cmd: GroupsCmd) -> anyhow::Result<()> {
         .map_err(|e| reach(e, b))?;
     match cmd {
         GroupsCmd::List => {
+            // As kafka-consumer-groups.sh: consumer groups (and groups with only offsets),
+            // not Connect workers or other protocol types.
             for g in admin.list_groups().await? {
-                println!("{}", g.group_id);
+                if g.protocol_type.is_empty() || g.protocol_type == "consumer" {
+                    println!("{}", g.group_id);
+                }
             }
         }
         GroupsCmd::Delete { group } => {
