@@ -286,6 +286,9 @@ pub struct Consumer {
     last_auto_commit: Instant,
     /// Whether the group runs the cooperative (incremental) protocol.
     cooperative: bool,
+    /// Topics of the last join, and when a pattern was last checked against metadata.
+    joined_topics: std::collections::BTreeSet<String>,
+    last_pattern_check: Instant,
 }
 
 /// What a subscribed consumer follows.
@@ -320,6 +323,8 @@ impl Consumer {
             listener: None,
             last_auto_commit: Instant::now(),
             cooperative: false,
+            joined_topics: Default::default(),
+            last_pattern_check: Instant::now(),
         })
     }
 
@@ -511,7 +516,7 @@ impl Consumer {
     }
 
     /// Subscribes to every topic matching a regular expression (checked at each rebalance
-    /// and every `metadata.max.age.ms`).
+    /// and every `metadata.max.age.ms`: a new matching topic triggers a rejoin).
     pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<(), ClientError> {
         let re = regex::Regex::new(&format!("^(?:{pattern})$"))
             .map_err(|e| ClientError::Config(format!("bad pattern: {e}")))?;
@@ -591,6 +596,8 @@ impl Consumer {
             }
         }
         let topics = self.subscribed_topics().await?;
+        self.joined_topics = topics.clone();
+        self.last_pattern_check = Instant::now();
         let keep: Vec<TopicPartition> = if cooperative { owned.clone() } else { vec![] };
         let (assigned, protocol) = self.membership()?.join(&topics, &keep).await?;
         self.cooperative = protocol.is_some_and(|p| p.is_cooperative());
@@ -674,6 +681,17 @@ impl Consumer {
     /// Returns buffered records, fetching if needed, waiting up to `timeout`.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
+        if matches!(self.subscription, Some(Subscription::Pattern(_)))
+            && self.last_pattern_check.elapsed() >= self.config.client.metadata_max_age
+        {
+            self.last_pattern_check = Instant::now();
+            let topics = self.subscribed_topics().await?;
+            if topics != self.joined_topics {
+                self.membership()?
+                    .rejoin_needed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         self.ensure_membership().await?;
         if self.config.enable_auto_commit
             && self.membership.is_some()

@@ -701,3 +701,35 @@ def test_runnel_groups_list_shows_consumer_groups_only_like_kafka(java_env, fres
     finally:
         raw.close()
         m.kill()
+
+
+def rust_member(broker, group, topic) -> Member:
+    examples = pathlib.Path(runnel_cli()).parent / "examples"
+    return Member([str(examples / "group_member"), broker.bootstrap, group, topic], "runnel-api")
+
+
+def test_runnel_confluent_and_kafka_python_members_share_one_group(broker):
+    """Runnel's own consumer in one group with confluent-kafka and kafka-python: two
+    partitions each, every record read exactly once; the Rust member dies (SIGKILL, no
+    LeaveGroup) and the other two take its partitions from its committed offsets."""
+    ck = require_module("confluent_kafka")
+    topic, group = unique_topic("mix3"), unique_topic("g")
+    create_topic(broker, topic, 6)
+    members = [rust_member(broker, group, topic), ck_member(broker, group, topic), kp_member(broker, group, topic)]
+    try:
+        assert wait_until(lambda: partitioned(members, 6) and all(len(m.assigned) == 2 for m in members), 60, members), \
+            "\n".join(m.describe() for m in members)
+        produce(ck, broker, topic, range(300), 6)
+        assert wait_until(lambda: len(values_of(members)) >= 300, 60, members), "\n".join(m.describe() for m in members)
+        assert values_of(members) == list(range(300)) and not duplicates(members)
+        rust, others = members[0], members[1:]
+        assert rust.records, "the Rust member consumed its share"
+        rust.kill()
+        assert wait_until(lambda: partitioned(others, 6), 60, others), "\n".join(m.describe() for m in others)
+        produce(ck, broker, topic, range(300, 600), 6)
+        assert wait_until(lambda: len(values_of(members)) >= 600, 60, others), "\n".join(m.describe() for m in members)
+        assert values_of(members) == list(range(600)), "nothing skipped"
+        assert not duplicates(members), "nothing committed is read again"
+    finally:
+        for m in members:
+            m.kill()

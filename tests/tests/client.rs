@@ -840,3 +840,56 @@ async fn manual_commits_sync_and_async_are_what_committed_reports() {
     let next = read_all(&mut again, 1).await;
     assert_eq!(next[0].offset, 10);
 }
+
+#[tokio::test]
+async fn a_pattern_subscription_follows_matching_topics() {
+    let b = TestBroker::start(&[("group.initial.rebalance.delay.ms", "0")]).await;
+    let admin = Admin::connect(&b.bootstrap).await.unwrap();
+    admin
+        .create_topics(&[
+            NewTopic::new("metrics.cpu", 1),
+            NewTopic::new("metrics.mem", 1),
+            NewTopic::new("logs.app", 1),
+        ])
+        .await
+        .unwrap();
+    let p = producer(&b, &[]).await;
+    for t in ["metrics.cpu", "metrics.mem", "logs.app"] {
+        p.send(ProducerRecord::new(t).value(t))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut cfg = ConsumerConfig::new(&b.bootstrap);
+    cfg.set("group.id", "pattern-g")
+        .unwrap()
+        .set("auto.offset.reset", "earliest")
+        .unwrap();
+    cfg.set("metadata.max.age.ms", "200").unwrap();
+    let mut c = Consumer::connect(cfg).await.unwrap();
+    c.subscribe_pattern(r"metrics\..*").unwrap();
+    let got = read_all(&mut c, 2).await;
+    let mut topics: Vec<String> = got.iter().map(|r| r.topic.clone()).collect();
+    topics.sort();
+    assert_eq!(
+        topics,
+        vec!["metrics.cpu", "metrics.mem"],
+        "logs.app does not match"
+    );
+    // A topic created later that matches is picked up at the next metadata check.
+    admin
+        .create_topics(&[NewTopic::new("metrics.disk", 1)])
+        .await
+        .unwrap();
+    p.send(ProducerRecord::new("metrics.disk").value("disk"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let later = read_all(&mut c, 1).await;
+    assert_eq!(
+        later.first().map(|r| r.topic.as_str()),
+        Some("metrics.disk")
+    );
+}
