@@ -252,7 +252,11 @@ impl GroupCoordinator {
     /// Advances every group's clock (session expiry, rebalance deadlines) and expires old
     /// offsets of empty groups.
     pub async fn tick(&self, broker: &Broker) {
-        let now = now_ms();
+        self.tick_at(broker, now_ms()).await
+    }
+
+    /// [`GroupCoordinator::tick`] at a given time (tests drive the clock).
+    pub async fn tick_at(&self, broker: &Broker, now: i64) {
         let persist = {
             let mut st = self.st();
             let mut effects = Vec::new();
