@@ -362,6 +362,12 @@ fn show(b: &Option<Bytes>) -> String {
 
 /// Runs `runnel consume`.
 pub async fn consume(b: &Bootstrap, a: ConsumeArgs) -> anyhow::Result<()> {
+    if a.offset.is_some() && a.partition.is_none() {
+        bail!("--offset needs --partition");
+    }
+    if a.group.is_some() && (a.partition.is_some() || a.offset.is_some()) {
+        bail!("--group cannot be combined with --partition or --offset");
+    }
     let mut cfg = ConsumerConfig::new(&b.bootstrap_server);
     cfg.set("isolation.level", &a.isolation_level)?;
     cfg.set(
@@ -372,6 +378,11 @@ pub async fn consume(b: &Bootstrap, a: ConsumeArgs) -> anyhow::Result<()> {
             "latest"
         },
     )?;
+    if let Some(g) = &a.group {
+        cfg.set("group.id", g)?;
+        // What is printed is committed, exactly (see below), not the poll position.
+        cfg.set("enable.auto.commit", "false")?;
+    }
     for p in &a.properties {
         let (k, v) = kv(p)?;
         cfg.set(&k, &v)?;
@@ -392,35 +403,8 @@ pub async fn consume(b: &Bootstrap, a: ConsumeArgs) -> anyhow::Result<()> {
             .map(|p| TopicPartition::new(&a.topic, p.partition))
             .collect(),
     };
-    if a.offset.is_some() && a.partition.is_none() {
-        bail!("--offset needs --partition");
-    }
     match &a.group {
-        Some(g) => {
-            if a.partition.is_some() || a.offset.is_some() {
-                bail!("--group cannot be combined with --partition or --offset");
-            }
-            consumer.close().await.ok();
-            let mut cfg = ConsumerConfig::new(&b.bootstrap_server);
-            cfg.set("isolation.level", &a.isolation_level)?;
-            cfg.set(
-                "auto.offset.reset",
-                if a.from_beginning {
-                    "earliest"
-                } else {
-                    "latest"
-                },
-            )?;
-            cfg.set("group.id", g)?;
-            // What is printed is committed, exactly (see below), not the poll position.
-            cfg.set("enable.auto.commit", "false")?;
-            for p in &a.properties {
-                let (k, v) = kv(p)?;
-                cfg.set(&k, &v)?;
-            }
-            consumer = Consumer::connect(cfg).await?;
-            consumer.subscribe(&[a.topic.as_str()])?;
-        }
+        Some(_) => consumer.subscribe(&[a.topic.as_str()])?,
         None => consumer.assign(tps.clone()).await?,
     }
     match a.offset.as_deref() {
