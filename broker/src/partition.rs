@@ -59,6 +59,17 @@ impl Partition {
         log.append(payload, &batches, now_ms)
     }
 
+    /// Appends a batch written by a coordinator on a producer's behalf (transactional
+    /// offset commits): validated, but not checked against the producer's sequence.
+    pub fn append_internal(&self, payload: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
+        let limits = ProduceLimits {
+            max_message_bytes: usize::MAX,
+            timestamps: None,
+        };
+        let batches = batch::validate_produce_with(payload, &limits).map_err(LogError::Batch)?;
+        self.log().append_unchecked(payload, &batches, now_ms)
+    }
+
     /// The high watermark (== log end offset on a single node).
     pub fn high_watermark(&self) -> i64 {
         self.log().log_end_offset()

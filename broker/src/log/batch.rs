@@ -115,6 +115,11 @@ impl BatchHeader {
         self.attributes & 0x08 != 0
     }
 
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
     /// Whether this is a control batch (transaction marker).
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
@@ -413,6 +418,84 @@ pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Marks a built batch transactional (attribute bit 4) and recomputes its CRC.
+pub fn set_transactional(batch: &mut [u8]) {
+    let attrs = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]]) | 0x10;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attrs.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Control record type of an ABORT marker.
+pub const MARKER_ABORT: i16 = 0;
+/// Control record type of a COMMIT marker.
+pub const MARKER_COMMIT: i16 = 1;
+
+/// A transaction marker: a control batch of one record whose key is (version 0, type)
+/// and whose value is (version 0, coordinator epoch). Offsets are assigned on append.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    use bytes::BufMut;
+    let mut record = Vec::with_capacity(17);
+    // length 16 (zigzag 0x20), attributes, timestamp delta, offset delta, key length 4
+    record.extend_from_slice(&[0x20, 0, 0, 0, 0x08]);
+    record.put_i16(0);
+    record.put_i16(if commit { MARKER_COMMIT } else { MARKER_ABORT });
+    record.push(0x0c); // value length 6
+    record.put_i16(0);
+    record.put_i32(coordinator_epoch);
+    record.push(0); // no headers
+    let mut b = Vec::with_capacity(HEADER_LEN + record.len());
+    b.put_i64(0);
+    b.put_i32((HEADER_LEN - LOG_OVERHEAD + record.len()) as i32);
+    b.put_i32(-1);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(0x30); // transactional | control
+    b.put_i32(0);
+    b.put_i64(timestamp);
+    b.put_i64(timestamp);
+    b.put_i64(producer_id);
+    b.put_i16(producer_epoch);
+    b.put_i32(-1);
+    b.put_i32(1);
+    b.extend_from_slice(&record);
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The marker type of a control batch, from the bytes of its first record (what follows
+/// the 61-byte header). `None` if they do not hold a control record.
+pub fn control_type(mut rec: &[u8]) -> Option<i16> {
+    fn varint(b: &mut &[u8]) -> Option<i64> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
+            }
+        }
+        None
+    }
+    varint(&mut rec)?; // length
+    rec = rec.get(1..)?; // attributes
+    varint(&mut rec)?; // timestamp delta
+    varint(&mut rec)?; // offset delta
+    if varint(&mut rec)? < 4 {
+        return None;
+    }
+    let key = rec.get(..4)?;
+    Some(i16::from_be_bytes([key[2], key[3]]))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -469,6 +552,30 @@ pub(crate) mod tests {
             assert_eq!(v[0].header.records_count, 7);
             let recs = records(&b).unwrap();
             assert_eq!(recs[6].timestamp, 1_006);
+        }
+    }
+
+    #[test]
+    fn markers_are_control_batches_the_protocol_crate_reads() {
+        for commit in [true, false] {
+            let b = control_batch(77, 3, commit, 5, 1_700_000_000_000);
+            let h = check_batch(&b).expect("valid marker");
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.records_count),
+                (77, 3, 1)
+            );
+            let want = if commit { MARKER_COMMIT } else { MARKER_ABORT };
+            assert_eq!(control_type(&b[HEADER_LEN..]), Some(want));
+            let mut bytes = Bytes::from(b);
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+                .expect("crate decodes the marker");
+            let r = &set.records[0];
+            assert!(r.control && r.transactional);
+            let key = r.key.as_ref().expect("marker key");
+            assert_eq!(&key[..], &[0, 0, 0, want as u8]);
+            let value = r.value.as_ref().expect("marker value");
+            assert_eq!(&value[..], &[0, 0, 0, 0, 0, 5]);
         }
     }
 

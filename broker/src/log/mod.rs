@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod index;
+pub mod producer_state;
 pub mod segment;
 
 use std::collections::BTreeMap;
@@ -26,7 +27,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::{TimestampType, TopicConfig};
-use batch::{BatchError, BatchHeader, ValidatedBatch};
+use batch::{BatchError, BatchHeader, HEADER_LEN, ValidatedBatch};
+use producer_state::{AbortedTxn, Check, ProducerError, ProducerState};
 use segment::{RecoveryOutcome, Segment};
 
 /// Errors from log operations.
@@ -48,6 +50,9 @@ pub enum LogError {
     /// A batch was rejected.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// The producer state refused the batch (epoch, sequence, transaction).
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
 }
 
 /// Result of an append.
@@ -59,6 +64,8 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// The broker time stamped into the batches with LogAppendTime, else -1.
     pub log_append_time: i64,
+    /// The batch was a retry of one already in the log; nothing was appended.
+    pub duplicate: bool,
 }
 
 /// A region of a segment file holding whole batches (the last may be partial when
@@ -123,6 +130,7 @@ pub struct Log {
     /// Rolled segments whose data is not yet fsynced.
     pending_flush: Vec<Arc<File>>,
     leader_epoch: i32,
+    producers: ProducerState,
 }
 
 impl Log {
@@ -149,7 +157,7 @@ impl Log {
         // Stray index files of segments whose log is gone are removed.
         for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
             let name = e.file_name().to_string_lossy().to_string();
-            for suffix in [".index", ".timeindex"] {
+            for suffix in [".index", ".timeindex", ".txnindex"] {
                 if let Some(stem) = name.strip_suffix(suffix)
                     && let Ok(b) = stem.parse::<i64>()
                     && !bases.contains(&b)
@@ -206,6 +214,7 @@ impl Log {
             last_flush_ms: now_ms,
             pending_flush: Vec::new(),
             leader_epoch: 0,
+            producers: ProducerState::new(),
         };
         let first_base = log.segments.keys().next().copied().unwrap_or(0);
         let end = log.log_end_offset();
@@ -214,7 +223,188 @@ impl Log {
         if clean {
             log.recovery_point = end;
         }
+        log.load_producer_state(clean)?;
         Ok((log, outcomes))
+    }
+
+    fn snapshot_path(&self, offset: i64) -> PathBuf {
+        self.dir.join(segment::file_name(offset, ".snapshot"))
+    }
+
+    fn txn_index_path(&self, base: i64) -> PathBuf {
+        self.dir.join(segment::file_name(base, ".txnindex"))
+    }
+
+    /// Rebuilds the producer state: after a clean shutdown from the snapshot written at
+    /// the log end and the `.txnindex` files; otherwise by replaying every batch header
+    /// (and rewriting the `.txnindex` files from what the log really holds).
+    fn load_producer_state(&mut self, clean: bool) -> Result<(), LogError> {
+        let end = self.log_end_offset();
+        let mut snapshots = Vec::new();
+        for e in std::fs::read_dir(&self.dir)?.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(stem) = name.strip_suffix(".snapshot")
+                && let Ok(o) = stem.parse::<i64>()
+            {
+                snapshots.push((o, e.path()));
+            }
+        }
+        let from_snapshot = if clean {
+            snapshots
+                .iter()
+                .find(|(o, _)| *o == end)
+                .and_then(|(_, p)| std::fs::read(p).ok())
+                .and_then(|b| ProducerState::from_snapshot(&b))
+        } else {
+            None
+        };
+        match from_snapshot {
+            Some(mut st) => {
+                let mut aborted = Vec::new();
+                for base in self.segment_bases() {
+                    if let Ok(b) = std::fs::read(self.txn_index_path(base)) {
+                        aborted.extend(AbortedTxn::decode_all(&b));
+                    }
+                }
+                aborted.retain(|a| a.last_offset < end);
+                st.set_aborted(aborted);
+                self.producers = st;
+            }
+            None => self.replay_producer_state()?,
+        }
+        self.producers.prune_below(self.log_start_offset);
+        // A snapshot is only trusted right after the clean shutdown that wrote it.
+        for (_, p) in snapshots {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(())
+    }
+
+    fn replay_producer_state(&mut self) -> Result<(), LogError> {
+        let mut st = ProducerState::new();
+        let mut by_segment: BTreeMap<i64, Vec<AbortedTxn>> = BTreeMap::new();
+        for (base, seg) in &self.segments {
+            let mut pos = 0u64;
+            while let Some(h) = seg.header_at(pos)? {
+                if h.batch_length <= 0 {
+                    break;
+                }
+                if h.producer_id >= 0 {
+                    if h.is_control() {
+                        let avail = (seg.size() - pos) as usize;
+                        let n = h.total_size().min(avail).saturating_sub(HEADER_LEN).min(16);
+                        let rec = seg.read_exact(pos + HEADER_LEN as u64, n)?;
+                        if let Some(t) = batch::control_type(&rec) {
+                            let commit = t == batch::MARKER_COMMIT;
+                            if let Some(a) = st.complete_txn(
+                                h.producer_id,
+                                h.producer_epoch,
+                                commit,
+                                h.base_offset,
+                                -1,
+                                h.max_timestamp,
+                            ) {
+                                by_segment.entry(*base).or_default().push(a);
+                            }
+                        }
+                    } else {
+                        st.apply(&h);
+                    }
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        for base in self.segment_bases() {
+            let path = self.txn_index_path(base);
+            match by_segment.get(&base) {
+                Some(list) => {
+                    let mut buf = bytes::BytesMut::new();
+                    for a in list {
+                        a.encode(&mut buf);
+                    }
+                    std::fs::write(&path, &buf)?;
+                }
+                None => match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+        st.set_aborted(by_segment.into_values().flatten().collect());
+        self.producers = st;
+        Ok(())
+    }
+
+    /// Writes the producer snapshot at the log end (clean shutdown).
+    pub fn write_producer_snapshot(&self) -> Result<(), LogError> {
+        let path = self.snapshot_path(self.log_end_offset());
+        checkpoint::write_atomically(&path, &self.producers.snapshot())?;
+        Ok(())
+    }
+
+    /// The partition's producer state.
+    pub fn producer_state(&self) -> &ProducerState {
+        &self.producers
+    }
+
+    /// Drops producers idle longer than `producer.id.expiration.ms`.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
+    /// The last stable offset: the high watermark, held back by the oldest open
+    /// transaction.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.producers.last_stable_offset(self.log_end_offset())
+    }
+
+    /// Appends a COMMIT or ABORT marker for `producer_id`, closing its transaction on this
+    /// partition. Returns the marker's offset.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
+        self.producers.check_marker(producer_id, producer_epoch)?;
+        let bytes = batch::control_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        );
+        let header = BatchHeader::parse(&bytes)?;
+        let payload = Bytes::from(bytes);
+        let info =
+            self.append_unchecked(&payload, &[ValidatedBatch { header, start: 0 }], now_ms)?;
+        let offset = info.first_offset;
+        if let Some(a) = self.producers.complete_txn(
+            producer_id,
+            producer_epoch,
+            commit,
+            offset,
+            coordinator_epoch,
+            now_ms,
+        ) {
+            let mut buf = bytes::BytesMut::new();
+            a.encode(&mut buf);
+            let base = self.active().base_offset;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.txn_index_path(base))?;
+            io::Write::write_all(&mut f, &buf)?;
+        }
+        Ok(offset)
+    }
+
+    /// Aborted transactions a `read_committed` fetch from `from` up to `to` must skip.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.producers.aborted_between(from, to)
     }
 
     fn active(&self) -> &Segment {
@@ -276,8 +466,31 @@ impl Log {
         self.segments.keys().copied().collect()
     }
 
-    /// Appends validated batches from `payload`, assigning offsets.
+    /// Appends validated batches from `payload`, assigning offsets, after checking them
+    /// against the producer state: a retried batch gets its original offsets back and is
+    /// not written again; a gap in sequence or a fenced epoch is refused.
     pub fn append(
+        &mut self,
+        payload: &Bytes,
+        batches: &[ValidatedBatch],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        if batches.iter().any(|b| b.header.producer_id >= 0) {
+            let headers: Vec<BatchHeader> = batches.iter().map(|b| b.header).collect();
+            if let Check::Duplicate(meta) = self.producers.check(&headers)? {
+                return Ok(AppendInfo {
+                    first_offset: meta.first_offset,
+                    last_offset: meta.last_offset,
+                    log_append_time: -1,
+                    duplicate: true,
+                });
+            }
+        }
+        self.append_unchecked(payload, batches, now_ms)
+    }
+
+    /// Appends without the producer-state check (markers, coordinator writes).
+    pub fn append_unchecked(
         &mut self,
         payload: &Bytes,
         batches: &[ValidatedBatch],
@@ -313,10 +526,14 @@ impl Log {
         let interval = self.config.index_interval_bytes.max(0) as u64;
         self.active_mut().append(&buf, &headers, interval)?;
         self.unflushed_messages += total_records;
+        for h in headers.iter().filter(|h| !h.is_control()) {
+            self.producers.apply(h);
+        }
         Ok(AppendInfo {
             first_offset,
             last_offset: next - 1,
             log_append_time: if log_append { now_ms } else { -1 },
+            duplicate: false,
         })
     }
 
@@ -361,6 +578,18 @@ impl Log {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<Option<ReadSlice>, LogError> {
+        self.read_below(offset, max_bytes, min_one_batch, i64::MAX)
+    }
+
+    /// As [`Log::read`], returning only batches below `upper` (the last stable offset for
+    /// `read_committed` fetches; it always falls on a batch boundary).
+    pub fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        upper: i64,
+    ) -> Result<Option<ReadSlice>, LogError> {
         let end = self.log_end_offset();
         if offset < self.log_start_offset || offset > end {
             return Err(LogError::OffsetOutOfRange {
@@ -369,7 +598,7 @@ impl Log {
                 end,
             });
         }
-        if offset == end {
+        if offset == end || offset >= upper {
             return Ok(None);
         }
         let holding = self.segments.range(..=offset).next_back().into_iter();
@@ -377,7 +606,15 @@ impl Log {
             let Some(pos) = seg.position_of(offset)? else {
                 continue;
             };
-            let available = (seg.size() - pos) as usize;
+            let stop = if upper < seg.next_offset() {
+                seg.position_of(upper)?.unwrap_or(seg.size())
+            } else {
+                seg.size()
+            };
+            let available = stop.saturating_sub(pos) as usize;
+            if available == 0 {
+                return Ok(None);
+            }
             let mut len = available.min(max_bytes);
             if let Some(h) = seg.header_at(pos)? {
                 let first = h.total_size().min(available);
@@ -439,6 +676,7 @@ impl Log {
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
             self.drop_segments_below_start()?;
+            self.producers.prune_below(self.log_start_offset);
         }
         Ok(self.log_start_offset)
     }
@@ -513,6 +751,7 @@ impl Log {
         }
         let new_first = self.segments.keys().next().copied().unwrap_or(base);
         self.log_start_offset = self.log_start_offset.max(new_first);
+        self.producers.prune_below(self.log_start_offset);
         Ok(1)
     }
 

@@ -392,7 +392,8 @@ impl Segment {
             self.log_path.parent().unwrap_or(Path::new(".")),
             self.base_offset,
         );
-        for p in [&self.log_path, &idx, &tidx] {
+        let txn = idx.with_extension("txnindex");
+        for p in [&self.log_path, &idx, &tidx, &txn] {
             match std::fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
