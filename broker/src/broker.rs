@@ -114,6 +114,8 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     /// The consumer-group coordinator.
     pub groups: crate::group::coordinator::GroupCoordinator,
+    /// The transaction coordinator.
+    pub txns: crate::txn::TxnCoordinator,
 }
 
 impl Broker {
@@ -173,8 +175,10 @@ impl Broker {
             config.groups.clone(),
             config.offsets_retention_ms,
         );
+        let txns = crate::txn::TxnCoordinator::new(config.txn.clone());
         let broker = Arc::new(Self {
             groups,
+            txns,
             config,
             cluster_id,
             registry: RwLock::new(registry),
@@ -190,6 +194,7 @@ impl Broker {
             tracing::info!(records = records.len(), "replayed __consumer_offsets");
         }
         broker.groups.replay(records);
+        broker.txns.recover(&broker);
         Ok(broker)
     }
 
@@ -482,8 +487,11 @@ impl Broker {
     pub fn enforce_retention(&self) -> usize {
         let now = now_ms();
         let mut deleted = 0;
+        let expiration = self.config.txn.producer_id_expiration_ms;
         for p in self.all_partitions() {
-            match p.log().enforce_retention(now) {
+            let mut log = p.log();
+            log.expire_producers(now, expiration);
+            match log.enforce_retention(now) {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     tracing::error!(topic = %p.topic, partition = p.index, "retention failed: {e}")
@@ -524,7 +532,11 @@ impl Broker {
     pub fn shutdown(&self) -> std::io::Result<()> {
         let now = now_ms();
         for p in self.all_partitions() {
-            if let Err(e) = p.log().flush_all(now) {
+            let mut log = p.log();
+            if let Err(e) = log
+                .flush_all(now)
+                .and_then(|_| log.write_producer_snapshot())
+            {
                 tracing::error!(topic = %p.topic, partition = p.index, "flush at shutdown failed: {e}");
                 return Err(std::io::Error::other(e.to_string()));
             }

@@ -141,6 +141,33 @@ impl Listener {
     }
 }
 
+/// Transaction coordinator and producer-state settings, with Kafka's names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnConfig {
+    /// `transaction.max.timeout.ms`: the largest `transaction.timeout.ms` a producer may ask.
+    pub max_timeout_ms: i64,
+    /// `transactional.id.expiration.ms`: idle transactional ids are forgotten after this.
+    pub transactional_id_expiration_ms: i64,
+    /// `producer.id.expiration.ms`: idle producers' sequence state is dropped after this.
+    pub producer_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_timed_out_interval_ms: i64,
+    /// `transaction.state.log.num.partitions`.
+    pub state_log_partitions: i32,
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        Self {
+            max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            producer_id_expiration_ms: 86_400_000,
+            abort_timed_out_interval_ms: 10_000,
+            state_log_partitions: 50,
+        }
+    }
+}
+
 /// Broker-wide settings (Kafka's `server.properties` names).
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -182,6 +209,8 @@ pub struct BrokerConfig {
     pub groups: crate::group::GroupConfig,
     /// `offsets.retention.minutes`, in ms.
     pub offsets_retention_ms: i64,
+    /// Transaction coordinator and producer-state settings.
+    pub txn: TxnConfig,
     /// Defaults for topic-level settings, from the `log.*` broker keys.
     pub topic_defaults: TopicDefaults,
     /// Every key that was set explicitly, for DescribeConfigs on the broker.
@@ -214,6 +243,7 @@ impl Default for BrokerConfig {
             policy_max_partitions: -1,
             groups: crate::group::GroupConfig::default(),
             offsets_retention_ms: 7 * 24 * 3_600_000,
+            txn: TxnConfig::default(),
             topic_defaults: TopicDefaults::default(),
             explicit: BTreeMap::new(),
         }
@@ -372,6 +402,23 @@ impl BrokerConfig {
                     c.offsets_retention_ms =
                         at_least(key, val, parse_num(key, val)?, 1)?.saturating_mul(60_000)
                 }
+                "transaction.max.timeout.ms" => {
+                    c.txn.max_timeout_ms = at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "transactional.id.expiration.ms" => {
+                    c.txn.transactional_id_expiration_ms =
+                        at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "producer.id.expiration.ms" => {
+                    c.txn.producer_id_expiration_ms = at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                    c.txn.abort_timed_out_interval_ms = at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "transaction.state.log.num.partitions" => {
+                    c.txn.state_log_partitions =
+                        at_least(key, val, parse_num(key, val)?, 1)?.min(10_000) as i32
+                }
                 _ => return Err(ConfigError::UnknownKey(k.clone())),
             }
         }
@@ -476,6 +523,26 @@ impl BrokerConfig {
             (
                 "offsets.retention.minutes",
                 (self.offsets_retention_ms / 60_000).to_string(),
+            ),
+            (
+                "transaction.max.timeout.ms",
+                self.txn.max_timeout_ms.to_string(),
+            ),
+            (
+                "transactional.id.expiration.ms",
+                self.txn.transactional_id_expiration_ms.to_string(),
+            ),
+            (
+                "producer.id.expiration.ms",
+                self.txn.producer_id_expiration_ms.to_string(),
+            ),
+            (
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                self.txn.abort_timed_out_interval_ms.to_string(),
+            ),
+            (
+                "transaction.state.log.num.partitions",
+                self.txn.state_log_partitions.to_string(),
             ),
             ("log.segment.bytes", d.segment_bytes.to_string()),
             ("log.roll.ms", d.segment_ms.to_string()),

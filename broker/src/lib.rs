@@ -24,6 +24,7 @@ pub mod log;
 pub mod partition;
 pub mod server;
 pub mod topics;
+pub mod txn;
 pub mod wire;
 
 pub use broker::Broker;

@@ -138,7 +138,10 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
             }
             _ = flush.tick() => broker.flush_due().await,
-            _ = groups.tick() => broker.groups.tick(&broker).await,
+            _ = groups.tick() => {
+                broker.groups.tick(&broker).await;
+                broker.txns.tick(&broker, crate::broker::now_ms());
+            }
             _ = checkpoint.tick() => {
                 let b = broker.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.write_checkpoints()).await {

@@ -263,8 +263,10 @@ async fn api_versions_advertises_kafka_4_ranges() {
     assert_eq!(range(ApiKey::Fetch), Some((4, 18)));
     assert_eq!(range(ApiKey::Metadata), Some((0, 13)));
     assert_eq!(range(ApiKey::JoinGroup), Some((0, 9)));
+    assert_eq!(range(ApiKey::AddPartitionsToTxn), Some((0, 5)));
+    assert_eq!(range(ApiKey::EndTxn), Some((0, 5)));
     assert_eq!(
-        range(ApiKey::AddPartitionsToTxn),
+        range(ApiKey::DescribeAcls),
         None,
         "unimplemented APIs are not advertised"
     );

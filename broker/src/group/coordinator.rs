@@ -28,6 +28,32 @@ struct State {
     waiters: HashMap<u64, Waiter>,
     /// Last persisted (generation, state) per group.
     persisted: HashMap<String, (i32, GroupState)>,
+    /// Offsets committed inside open transactions, per producer id; they become
+    /// committed offsets when the COMMIT marker lands and vanish on ABORT.
+    pending_txn: HashMap<i64, Vec<PendingOffset>>,
+}
+
+/// An offset committed in a transaction that has not ended yet.
+#[derive(Debug, Clone)]
+struct PendingOffset {
+    group: String,
+    topic: String,
+    partition: i32,
+    value: CommittedOffset,
+}
+
+/// One step of replaying `__consumer_offsets`.
+#[derive(Debug, Clone)]
+pub enum ReplayItem {
+    /// A record, with the producer id when written inside a transaction.
+    Record(OffsetsRecord, Option<i64>),
+    /// A transaction marker.
+    Marker {
+        /// Producer id.
+        producer_id: i64,
+        /// COMMIT (true) or ABORT.
+        commit: bool,
+    },
 }
 
 /// The coordinator for every group (this node coordinates them all).
@@ -70,9 +96,36 @@ impl GroupCoordinator {
     }
 
     /// Rebuilds groups and offsets from `__consumer_offsets` records (startup).
-    pub fn replay(&self, records: impl IntoIterator<Item = OffsetsRecord>) {
+    pub fn replay(&self, items: impl IntoIterator<Item = ReplayItem>) {
         let mut st = self.st();
-        for r in records {
+        for item in items {
+            let r = match item {
+                ReplayItem::Marker {
+                    producer_id,
+                    commit,
+                } => {
+                    Self::complete_pending(&mut st, producer_id, commit);
+                    continue;
+                }
+                ReplayItem::Record(
+                    OffsetsRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value: Some(value),
+                    },
+                    Some(pid),
+                ) => {
+                    st.pending_txn.entry(pid).or_default().push(PendingOffset {
+                        group,
+                        topic,
+                        partition,
+                        value,
+                    });
+                    continue;
+                }
+                ReplayItem::Record(r, _) => r,
+            };
             match r {
                 OffsetsRecord::Offset {
                     group,
@@ -362,6 +415,110 @@ impl GroupCoordinator {
         codes
     }
 
+    fn complete_pending(st: &mut State, producer_id: i64, commit: bool) {
+        let Some(list) = st.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for o in list {
+            st.offsets
+                .entry(o.group)
+                .or_default()
+                .insert((o.topic, o.partition), o.value);
+        }
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet.
+    pub async fn ensure_offsets_topic(&self, broker: &Broker) -> bool {
+        offsets_topic(broker).await.is_some()
+    }
+
+    /// A transaction of `producer_id` that wrote offsets ended (its marker was written to
+    /// `__consumer_offsets`).
+    pub fn complete_txn(&self, producer_id: i64, commit: bool) {
+        Self::complete_pending(&mut self.st(), producer_id, commit);
+    }
+
+    /// Whether a transaction holds an uncommitted offset for this group and partition
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.st()
+            .pending_txn
+            .values()
+            .flatten()
+            .any(|o| o.group == group_id && o.topic == topic && o.partition == partition)
+    }
+
+    /// TxnOffsetCommit: validates the committer like OffsetCommit (when it names a
+    /// member or generation) and writes the offsets to `__consumer_offsets` inside the
+    /// producer's transaction; they become visible when the transaction commits.
+    pub async fn txn_commit(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        producer: (i64, i16),
+        who: &Committer,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) -> Vec<i16> {
+        let check = {
+            let mut st = self.st();
+            let simple = who.member_id.is_empty() && who.generation < 0;
+            match st.groups.get(group_id) {
+                None if simple => {
+                    st.groups.insert(group_id.to_string(), Group::new(group_id));
+                    0
+                }
+                None => errors::ILLEGAL_GENERATION,
+                Some(g) if g.state() == GroupState::Dead => 15, // COORDINATOR_NOT_AVAILABLE
+                Some(_) if simple => 0,
+                Some(g) => g.check_commit(&who.member_id, who.generation),
+            }
+        };
+        if check != 0 {
+            return vec![check; offsets.len()];
+        }
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for ((topic, partition), o) in offsets {
+            if broker.partition(&topic, partition).is_none() {
+                codes.push(3);
+                continue;
+            }
+            if o.metadata.len() > 4096 {
+                codes.push(12);
+                continue;
+            }
+            codes.push(0);
+            records.push(OffsetsRecord::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition,
+                value: Some(o.clone()),
+            });
+            accepted.push(PendingOffset {
+                group: group_id.to_string(),
+                topic,
+                partition,
+                value: o,
+            });
+        }
+        if !persist_records_in(broker, records, Some(producer)).await {
+            return codes
+                .iter()
+                .map(|c| if *c == 0 { 15 } else { *c })
+                .collect();
+        }
+        self.st()
+            .pending_txn
+            .entry(producer.0)
+            .or_default()
+            .extend(accepted);
+        codes
+    }
+
     /// Committed offsets of a group (all partitions when `topics` is None).
     pub fn fetch_offsets(&self, group_id: &str) -> BTreeMap<(String, i32), CommittedOffset> {
         self.st().offsets.get(group_id).cloned().unwrap_or_default()
@@ -468,30 +625,41 @@ impl GroupCoordinator {
     }
 }
 
+/// `__consumer_offsets`, created on first use.
+async fn offsets_topic(broker: &Broker) -> Option<Arc<crate::topics::Topic>> {
+    if let Some(t) = broker.topic(offsets_log::TOPIC) {
+        return Some(t);
+    }
+    let configs = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), "104857600".to_string()),
+    ]);
+    match broker
+        .create_topic(offsets_log::TOPIC, OFFSETS_PARTITIONS, 1, configs)
+        .await
+    {
+        Ok(t) => Some(t),
+        Err(_) => broker.topic(offsets_log::TOPIC),
+    }
+}
+
 /// Appends records to `__consumer_offsets` (creating the topic on first use), one batch
 /// per partition. Returns false if the write failed.
 async fn persist_records(broker: &Broker, records: Vec<OffsetsRecord>) -> bool {
+    persist_records_in(broker, records, None).await
+}
+
+/// As [`persist_records`]; with a producer id and epoch the batches are transactional.
+async fn persist_records_in(
+    broker: &Broker,
+    records: Vec<OffsetsRecord>,
+    txn: Option<(i64, i16)>,
+) -> bool {
     if records.is_empty() {
         return true;
     }
-    let topic = match broker.topic(offsets_log::TOPIC) {
-        Some(t) => t,
-        None => {
-            let configs = BTreeMap::from([
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                ("segment.bytes".to_string(), "104857600".to_string()),
-            ]);
-            match broker
-                .create_topic(offsets_log::TOPIC, OFFSETS_PARTITIONS, 1, configs)
-                .await
-            {
-                Ok(t) => t,
-                Err(_) => match broker.topic(offsets_log::TOPIC) {
-                    Some(t) => t,
-                    None => return false,
-                },
-            }
-        }
+    let Some(topic) = offsets_topic(broker).await else {
+        return false;
     };
     let n = topic.partitions.len() as i32;
     let mut by_partition: BTreeMap<i32, runnel_api::records::BatchBuilder> = BTreeMap::new();
@@ -510,10 +678,21 @@ async fn persist_records(broker: &Broker, records: Vec<OffsetsRecord>) -> bool {
     }
     let mut ok = true;
     for (p, b) in by_partition {
-        let bytes: Bytes = b.build(runnel_api::Compression::None, -1, -1, -1);
-        if let Some(part) = topic.partitions.get(p as usize)
-            && let Err(e) = part.append_records(&bytes, now)
-        {
+        let Some(part) = topic.partitions.get(p as usize) else {
+            ok = false;
+            continue;
+        };
+        let res = match txn {
+            None => part.append_records(&b.build(runnel_api::Compression::None, -1, -1, -1), now),
+            Some((pid, epoch)) => {
+                let mut bytes = b
+                    .build(runnel_api::Compression::None, pid, epoch, 0)
+                    .to_vec();
+                crate::log::batch::set_transactional(&mut bytes);
+                part.append_internal(&Bytes::from(bytes), now)
+            }
+        };
+        if let Err(e) = res {
             tracing::error!(partition = p, "writing __consumer_offsets failed: {e}");
             ok = false;
         }
@@ -522,8 +701,10 @@ async fn persist_records(broker: &Broker, records: Vec<OffsetsRecord>) -> bool {
     ok
 }
 
-/// Reads every record of `__consumer_offsets` (startup replay).
-pub fn read_offsets_topic(broker: &Broker) -> Vec<OffsetsRecord> {
+/// Reads `__consumer_offsets` for the startup replay: records (with their producer id
+/// when transactional) and transaction markers, in offset order.
+pub fn read_offsets_topic(broker: &Broker) -> Vec<ReplayItem> {
+    use crate::log::batch::{self, BatchHeader, HEADER_LEN};
     let Some(topic) = broker.topic(offsets_log::TOPIC) else {
         return vec![];
     };
@@ -535,20 +716,38 @@ pub fn read_offsets_topic(broker: &Broker) -> Vec<OffsetsRecord> {
                 Ok(Some(s)) => s,
                 _ => break,
             };
-            let Ok(bytes) = slice.read() else { break };
-            let Ok(decoded) = runnel_api::records::decode_batches(bytes, true) else {
-                break;
-            };
-            for r in &decoded.records {
-                if let Some(k) = &r.key
-                    && let Some(rec) = OffsetsRecord::decode(k.clone(), r.value.clone())
-                {
-                    out.push(rec);
+            let Ok(mut bytes) = slice.read() else { break };
+            let before = offset;
+            while let Ok(h) = BatchHeader::parse(&bytes) {
+                let size = h.total_size();
+                if h.batch_length <= 0 || size > bytes.len() {
+                    break;
+                }
+                let one = bytes.split_to(size);
+                offset = h.last_offset() + 1;
+                if h.is_control() {
+                    if let Some(t) = batch::control_type(&one[HEADER_LEN..]) {
+                        out.push(ReplayItem::Marker {
+                            producer_id: h.producer_id,
+                            commit: t == batch::MARKER_COMMIT,
+                        });
+                    }
+                    continue;
+                }
+                let Ok(decoded) = runnel_api::records::decode_batches(one, true) else {
+                    continue;
+                };
+                let pid = h.is_transactional().then_some(h.producer_id);
+                for r in &decoded.records {
+                    if let Some(k) = &r.key
+                        && let Some(rec) = OffsetsRecord::decode(k.clone(), r.value.clone())
+                    {
+                        out.push(ReplayItem::Record(rec, pid));
+                    }
                 }
             }
-            match decoded.next_offset {
-                Some(n) if n > offset => offset = n,
-                _ => break,
+            if offset <= before {
+                break;
             }
         }
     }

@@ -9,8 +9,10 @@ use bytes::Bytes;
 
 use crate::log::ReadSlice;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use super::tn;
 use crate::broker::Broker;
@@ -88,18 +90,43 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchReply, 
                 slices.push(None);
                 continue;
             };
-            let (slice, hw, start) = {
+            let (slice, hw, lso, start, aborted) = {
                 let log = partition.log();
                 let max = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-                let slice = log.read(fp.fetch_offset, max, total == 0);
-                (slice, log.log_end_offset(), log.log_start_offset())
+                let lso = log.last_stable_offset();
+                // read_committed stops at the last stable offset and names the aborted
+                // transactions in range, for the client to drop their records.
+                let (slice, aborted) = if read_committed {
+                    let aborted = log
+                        .aborted_between(fp.fetch_offset, lso)
+                        .into_iter()
+                        .map(|a| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(a.producer_id))
+                                .with_first_offset(a.first_offset)
+                        })
+                        .collect();
+                    (
+                        log.read_below(fp.fetch_offset, max, total == 0, lso),
+                        Some(aborted),
+                    )
+                } else {
+                    (log.read(fp.fetch_offset, max, total == 0), None)
+                };
+                (
+                    slice,
+                    log.log_end_offset(),
+                    lso,
+                    log.log_start_offset(),
+                    aborted,
+                )
             };
             let mut data = PartitionData::default()
                 .with_partition_index(fp.partition)
                 .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
+                .with_last_stable_offset(lso)
                 .with_log_start_offset(start)
-                .with_aborted_transactions(if read_committed { Some(vec![]) } else { None })
+                .with_aborted_transactions(aborted)
                 .with_records(Some(Bytes::new()));
             let mut region = None;
             match slice {

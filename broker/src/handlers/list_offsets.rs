@@ -22,6 +22,7 @@ pub const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
 /// Answers ListOffsets.
 pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let read_committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -41,13 +42,21 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOff
                         return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let log = partition.log();
+                    // read_committed sees up to the last stable offset.
+                    let bound = if read_committed {
+                        log.last_stable_offset()
+                    } else {
+                        log.log_end_offset()
+                    };
                     let found = match p.timestamp {
-                        LATEST => Ok(Some((log.log_end_offset(), -1))),
+                        LATEST => Ok(Some((bound, -1))),
                         EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => {
                             Ok(Some((log.log_start_offset(), -1)))
                         }
                         MAX_TIMESTAMP => log.max_timestamp_record(),
-                        ts if ts >= 0 => log.offset_for_timestamp(ts),
+                        ts if ts >= 0 => log
+                            .offset_for_timestamp(ts)
+                            .map(|f| f.filter(|(o, _)| *o < bound)),
                         other => {
                             return base
                                 .with_error_code(ResponseError::InvalidRequest.code())

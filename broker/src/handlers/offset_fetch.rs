@@ -47,6 +47,45 @@ fn lookup(
 
 /// Answers OffsetFetch.
 pub fn handle(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    // KIP-447: with require_stable, a partition whose offset sits in an open transaction
+    // answers UNSTABLE_OFFSET_COMMIT (the client retries).
+    let require_stable = req.require_stable;
+    let single_group = req.group_id.0.as_str().to_string();
+    let mut resp = answer(broker, req, version);
+    if require_stable {
+        for g in resp.groups.iter_mut() {
+            let gid = g.group_id.0.as_str().to_string();
+            for t in g.topics.iter_mut() {
+                for p in t.partitions.iter_mut() {
+                    if broker
+                        .groups
+                        .has_pending_offset(&gid, t.name.0.as_str(), p.partition_index)
+                    {
+                        p.error_code = UNSTABLE_OFFSET_COMMIT;
+                        p.committed_offset = -1;
+                    }
+                }
+            }
+        }
+        for t in resp.topics.iter_mut() {
+            for p in t.partitions.iter_mut() {
+                if broker.groups.has_pending_offset(
+                    &single_group,
+                    t.name.0.as_str(),
+                    p.partition_index,
+                ) {
+                    p.error_code = UNSTABLE_OFFSET_COMMIT;
+                    p.committed_offset = -1;
+                }
+            }
+        }
+    }
+    resp
+}
+
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+fn answer(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = req
             .groups

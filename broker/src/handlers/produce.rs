@@ -10,7 +10,9 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{sb, tn};
 use crate::broker::{Broker, now_ms};
 use crate::log::LogError;
+use crate::log::batch::BatchHeader;
 use crate::partition::{Partition, batch_error_code};
+use crate::txn::{Verify, errors};
 
 fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -20,6 +22,33 @@ fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResp
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)
         .with_error_message(message.map(|m| sb(&m)))
+}
+
+/// A transactional batch is accepted only for a partition its producer added to the open
+/// transaction (Kafka's leader-side verification, KIP-890 part 1). The refusal code.
+fn verify_transactional(
+    broker: &Broker,
+    records: &bytes::Bytes,
+    partition: &Partition,
+    version: i16,
+) -> Option<i16> {
+    let h = BatchHeader::parse(records).ok()?;
+    if !h.is_transactional() || h.producer_id < 0 || h.is_control() {
+        return None;
+    }
+    match broker.txns.verify_write(
+        h.producer_id,
+        h.producer_epoch,
+        &partition.topic,
+        partition.index,
+    ) {
+        Verify::Ok => None,
+        // Produce v11 brought TRANSACTION_ABORTABLE; older clients get INVALID_TXN_STATE.
+        Verify::Refuse(errors::TRANSACTION_ABORTABLE) if version <= 10 => {
+            Some(errors::INVALID_TXN_STATE)
+        }
+        Verify::Refuse(code) => Some(code),
+    }
 }
 
 /// Answers Produce; `None` for acks=0.
@@ -70,9 +99,17 @@ pub async fn handle(
                 ));
                 continue;
             };
+            if let Some(code) = verify_transactional(broker, &records, partition, version) {
+                partitions.push(error(
+                    pd.index,
+                    code,
+                    Some("the partition is not part of the producer's open transaction".into()),
+                ));
+                continue;
+            }
             match partition.append_records(&records, now_ms()) {
                 Ok(info) => {
-                    appended_any = true;
+                    appended_any |= !info.duplicate;
                     let start = partition.log().log_start_offset();
                     if partition.log().needs_flush(now_ms()) {
                         to_flush.push(partition.clone());
@@ -84,6 +121,10 @@ pub async fn handle(
                             .with_log_append_time_ms(info.log_append_time)
                             .with_log_start_offset(start),
                     );
+                }
+                Err(LogError::Producer(e)) => {
+                    tracing::debug!(topic = %partition.topic, partition = pd.index, "refused batch: {e}");
+                    partitions.push(error(pd.index, e.code(), Some(e.to_string())));
                 }
                 Err(LogError::Batch(e)) => {
                     tracing::debug!(topic = %partition.topic, partition = pd.index, "rejected batch: {e}");

@@ -1,0 +1,84 @@
+//! TxnOffsetCommit: offsets committed inside a transaction (visible when it commits).
+
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+
+use crate::broker::{Broker, now_ms};
+use crate::group::coordinator::{Committer, OFFSETS_PARTITIONS};
+use crate::group::offsets_log::{self, CommittedOffset};
+use crate::txn::{Verify, errors};
+
+/// Answers TxnOffsetCommit.
+pub async fn handle(
+    broker: &Broker,
+    req: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let group = req.group_id.0.as_str().to_string();
+    let mut flat = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            flat.push((
+                (t.name.0.as_str().to_string(), p.partition_index),
+                CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default(),
+                    commit_timestamp: now_ms(),
+                },
+            ));
+        }
+    }
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+    // The offsets partition must be part of the transaction (AddOffsetsToTxn first).
+    let verify = broker.txns.verify_write(
+        pid,
+        epoch,
+        offsets_log::TOPIC,
+        offsets_log::partition_for(&group, OFFSETS_PARTITIONS),
+    );
+    let codes = if group.is_empty() {
+        vec![24; flat.len()] // INVALID_GROUP_ID
+    } else if let Verify::Refuse(code) = verify {
+        let code = match code {
+            errors::TRANSACTION_ABORTABLE if version < 4 => errors::INVALID_TXN_STATE,
+            c => c,
+        };
+        vec![code; flat.len()]
+    } else {
+        let who = Committer {
+            member_id: req.member_id.as_str().to_string(),
+            generation: req.generation_id,
+        };
+        broker
+            .groups
+            .txn_commit(broker, &group, (pid, epoch), &who, flat)
+            .await
+    };
+    let mut codes = codes.into_iter();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(codes.next().unwrap_or(0))
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
