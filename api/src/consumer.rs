@@ -61,7 +61,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{ClientConfig, Cluster};
 use crate::error::ClientError;
-use crate::records::{Header, decode_batches};
+use crate::records::{Header, decode_committed};
 
 /// A topic and partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -291,6 +291,32 @@ pub struct Consumer {
     last_pattern_check: Instant,
 }
 
+/// Who a consumer is in its group, for a transactional producer committing offsets on
+/// its behalf (`KafkaConsumer.groupMetadata()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    /// `group.id`.
+    pub group_id: String,
+    /// Generation of the current membership (-1 outside a group rebalance protocol).
+    pub generation_id: i32,
+    /// Member id ("" when not a member).
+    pub member_id: String,
+    /// `group.instance.id`.
+    pub group_instance_id: Option<String>,
+}
+
+impl ConsumerGroupMetadata {
+    /// Metadata for a group id alone (no membership checks by the coordinator).
+    pub fn new(group_id: impl Into<String>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
+    }
+}
+
 /// What a subscribed consumer follows.
 enum Subscription {
     Topics(std::collections::BTreeSet<String>),
@@ -308,6 +334,20 @@ pub trait RebalanceListener: Send + Sync {
 }
 
 impl Consumer {
+    /// The group this consumer is in and its membership, for
+    /// [`crate::Producer::send_offsets_to_transaction`]; `None` without a `group.id`.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        match &self.membership {
+            Some(m) => Some(ConsumerGroupMetadata {
+                group_id: m.group_id().to_string(),
+                generation_id: m.generation,
+                member_id: m.member_id.clone(),
+                group_instance_id: m.instance_id().map(str::to_string),
+            }),
+            None => self.config.group_id.clone().map(ConsumerGroupMetadata::new),
+        }
+    }
+
     /// Connects to the cluster.
     pub async fn connect(config: ConsumerConfig) -> Result<Self, ClientError> {
         let cluster = Cluster::connect(config.client.clone()).await?;
@@ -952,10 +992,17 @@ async fn fetch(
             let result = if p.error_code != 0 {
                 PartitionResult::Error(p.error_code)
             } else {
-                let decoded = decode_batches(p.records.unwrap_or_default(), config.check_crcs)
-                    .map_err(|e| {
-                        ClientError::Protocol(format!("{topic}-{}: {e}", p.partition_index))
-                    })?;
+                let aborted: Vec<(i64, i64)> = p
+                    .aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.producer_id.0, a.first_offset))
+                    .collect();
+                let decoded =
+                    decode_committed(p.records.unwrap_or_default(), config.check_crcs, &aborted)
+                        .map_err(|e| {
+                            ClientError::Protocol(format!("{topic}-{}: {e}", p.partition_index))
+                        })?;
                 let records = decoded
                     .records
                     .into_iter()

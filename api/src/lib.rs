@@ -34,13 +34,14 @@ pub mod net;
 pub mod producer;
 pub mod records;
 pub mod serde;
+mod txn;
 
 pub use admin::{Admin, AlterOp, ConfigEntry, NewTopic};
 pub use cluster::{ClientConfig, Cluster};
 pub use connection::Connection;
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, RebalanceListener,
-    TopicPartition,
+    Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRecord, IsolationLevel, OffsetReset,
+    RebalanceListener, TopicPartition,
 };
 pub use error::ClientError;
 pub use groups::{GroupDescription, GroupListing, GroupMember};

@@ -385,6 +385,15 @@ pub(crate) async fn find_coordinator(
     cluster: &Cluster,
     group: &str,
 ) -> Result<(String, i32), ClientError> {
+    find_coordinator_of(cluster, group, 0).await
+}
+
+/// The coordinator of a key: a group (`key_type` 0) or a transactional id (1).
+pub(crate) async fn find_coordinator_of(
+    cluster: &Cluster,
+    group: &str,
+    key_type: i8,
+) -> Result<(String, i32), ClientError> {
     let conn = cluster.any_connection().await?;
     let version = conn
         .version_for::<FindCoordinatorRequest>()
@@ -395,6 +404,11 @@ pub(crate) async fn find_coordinator(
         FindCoordinatorRequest::default().with_coordinator_keys(vec![g])
     } else {
         FindCoordinatorRequest::default().with_key(g)
+    };
+    let req = if version >= 1 {
+        req.with_key_type(key_type)
+    } else {
+        req
     };
     let resp = conn.send_at(&req, version).await?;
     match resp.coordinators.first() {
@@ -457,6 +471,11 @@ impl Membership {
     /// The group id.
     pub fn group_id(&self) -> &str {
         &self.settings.group_id
+    }
+
+    /// The static member id (`group.instance.id`), if any.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.settings.instance_id.as_deref()
     }
 
     async fn coordinator(&mut self) -> Result<BrokerConnection, ClientError> {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::{ProduceRequest, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
@@ -96,6 +96,13 @@ pub struct ProducerConfig {
     pub max_request_size: usize,
     /// `partitioner.class` equivalent.
     pub partitioner: Partitioner,
+    /// `enable.idempotence` as set (None: on unless `acks`, `retries` or
+    /// `max.in.flight.requests.per.connection` rule it out, as the Java client does).
+    pub idempotence: Option<bool>,
+    /// `transactional.id`.
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`.
+    pub transaction_timeout: Duration,
 }
 
 impl ProducerConfig {
@@ -114,7 +121,46 @@ impl ProducerConfig {
             max_block: Duration::from_secs(60),
             max_request_size: 1_048_576,
             partitioner: Partitioner::Default,
+            idempotence: None,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Whether the producer is idempotent: explicitly, because it is transactional, or
+    /// by default when `acks=all`, `retries` > 0 and at most 5 requests in flight.
+    pub fn is_idempotent(&self) -> bool {
+        self.transactional_id.is_some()
+            || self
+                .idempotence
+                .unwrap_or(self.acks == -1 && self.retries > 0 && self.max_in_flight <= 5)
+    }
+
+    fn validate(&self) -> Result<(), ClientError> {
+        let explicit = self.idempotence == Some(true) || self.transactional_id.is_some();
+        if self.transactional_id.is_some() && self.idempotence == Some(false) {
+            return Err(ClientError::Config(
+                "transactional.id requires enable.idempotence=true".into(),
+            ));
+        }
+        if explicit {
+            if self.acks != -1 {
+                return Err(ClientError::Config(
+                    "enable.idempotence requires acks=all".into(),
+                ));
+            }
+            if self.max_in_flight > 5 {
+                return Err(ClientError::Config(
+                    "enable.idempotence requires max.in.flight.requests.per.connection <= 5".into(),
+                ));
+            }
+            if self.retries == 0 {
+                return Err(ClientError::Config(
+                    "enable.idempotence requires retries > 0".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Applies a Java-client property (`acks`, `linger.ms`, `batch.size`,
@@ -160,7 +206,18 @@ impl ProducerConfig {
                     }
                 }
             }
-            "enable.idempotence" | "key.serializer" | "value.serializer" => {}
+            "enable.idempotence" => {
+                self.idempotence = Some(match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("expected true or false")),
+                })
+            }
+            "transactional.id" => {
+                self.transactional_id = Some(value.trim().to_string()).filter(|t| !t.is_empty())
+            }
+            "transaction.timeout.ms" => self.transaction_timeout = Duration::from_millis(num()?),
+            "key.serializer" | "value.serializer" => {}
             _ => {
                 return Err(ClientError::Config(format!(
                     "unknown producer property '{key}'"
@@ -276,6 +333,23 @@ struct Accumulator {
     ready: VecDeque<ReadyBatch>,
     sticky: HashMap<String, i32>,
     round_robin: HashMap<String, u32>,
+    /// Next sequence number per partition (idempotent producers).
+    sequences: HashMap<(String, i32), i32>,
+    /// Producer id and epoch (-1, -1 when not idempotent).
+    ids: (i64, i16),
+    /// Whether batches are built transactional.
+    transactional: bool,
+}
+
+/// The transactional side of a producer.
+#[derive(Default)]
+struct TxnState {
+    link: Option<crate::txn::CoordinatorLink>,
+    initialized: bool,
+    open: bool,
+    partitions: std::collections::HashSet<(String, i32)>,
+    /// The coordinator knows of the open transaction (a partition or offsets were added).
+    started: bool,
 }
 
 struct Inner {
@@ -288,6 +362,11 @@ struct Inner {
     outstanding: AtomicUsize,
     idle: Notify,
     closed: AtomicBool,
+    txn: tokio::sync::Mutex<TxnState>,
+    /// A transaction is open (checked by `send` without the async lock).
+    txn_open: AtomicBool,
+    /// The first failed send inside the open transaction: it can only be aborted now.
+    txn_error: Mutex<Option<ClientError>>,
 }
 
 /// An async Kafka producer. Cheap to clone.
@@ -299,20 +378,31 @@ pub struct Producer {
 impl Producer {
     /// Connects to the cluster and starts the sender.
     pub async fn connect(config: ProducerConfig) -> Result<Self, ClientError> {
+        config.validate()?;
         let cluster = Cluster::connect(config.client.clone()).await?;
+        let mut acc = Accumulator {
+            ids: (-1, -1),
+            ..Default::default()
+        };
+        if config.is_idempotent() && config.transactional_id.is_none() {
+            acc.ids = idempotent_producer_id(&cluster).await?;
+        }
         let memory = Arc::new(Semaphore::new(
             config.buffer_memory.clamp(1, Semaphore::MAX_PERMITS),
         ));
         let inner = Arc::new(Inner {
             cluster,
             config,
-            acc: Mutex::new(Accumulator::default()),
+            acc: Mutex::new(acc),
             wake: Notify::new(),
             memory,
             in_flight: Mutex::new(HashMap::new()),
             outstanding: AtomicUsize::new(0),
             idle: Notify::new(),
             closed: AtomicBool::new(false),
+            txn: tokio::sync::Mutex::new(TxnState::default()),
+            txn_open: AtomicBool::new(false),
+            txn_error: Mutex::new(None),
         });
         tokio::spawn(sender_loop(inner.clone()));
         Ok(Self { inner })
@@ -330,6 +420,12 @@ impl Producer {
             return Err(ClientError::Closed);
         }
         let cfg = &self.inner.config;
+        if cfg.transactional_id.is_some() && !self.inner.txn_open.load(Ordering::SeqCst) {
+            return Err(ClientError::Config(
+                "a transactional producer sends inside a transaction: call begin_transaction"
+                    .into(),
+            ));
+        }
         let topic = self.inner.cluster.topic_or_create(&record.topic).await?;
         let count = topic.partitions.len() as i32;
         if count == 0 {
@@ -439,6 +535,170 @@ impl Producer {
         Ok(())
     }
 
+    /// Registers the `transactional.id` with its coordinator: gets the producer id and a
+    /// new epoch, which fences any older producer with the same id and aborts its open
+    /// transaction. Call once before the first [`Producer::begin_transaction`].
+    pub async fn init_transactions(&self) -> Result<(), ClientError> {
+        let id = self.transactional_id()?;
+        let mut txn = self.inner.txn.lock().await;
+        let timeout = self.inner.config.max_block;
+        let link = txn.link.get_or_insert_with(|| {
+            crate::txn::CoordinatorLink::new(self.inner.cluster.clone(), &id, 1, timeout)
+        });
+        let ms = self
+            .inner
+            .config
+            .transaction_timeout
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+        let ids = crate::txn::init_producer_id(link, &id, ms).await?;
+        {
+            let mut acc = self.acc();
+            acc.ids = ids;
+            acc.sequences.clear();
+            acc.transactional = true;
+        }
+        txn.initialized = true;
+        txn.open = false;
+        txn.partitions.clear();
+        Ok(())
+    }
+
+    /// Starts a transaction: what is sent until [`Producer::commit_transaction`] or
+    /// [`Producer::abort_transaction`] becomes visible to `read_committed` consumers
+    /// all at once, or not at all.
+    pub async fn begin_transaction(&self) -> Result<(), ClientError> {
+        self.transactional_id()?;
+        let mut txn = self.inner.txn.lock().await;
+        if !txn.initialized {
+            return Err(ClientError::Config(
+                "call init_transactions before begin_transaction".into(),
+            ));
+        }
+        if txn.open {
+            return Err(ClientError::Config("a transaction is already open".into()));
+        }
+        txn.open = true;
+        txn.started = false;
+        txn.partitions.clear();
+        *self
+            .inner
+            .txn_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.inner.txn_open.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Commits a consumer's positions (the offsets of the next records to read) as part
+    /// of the open transaction: they become the group's committed offsets if and only if
+    /// the transaction commits. `group` comes from [`crate::Consumer::group_metadata`].
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(crate::TopicPartition, i64)],
+        group: &crate::ConsumerGroupMetadata,
+    ) -> Result<(), ClientError> {
+        let id = self.transactional_id()?;
+        let mut txn = self.inner.txn.lock().await;
+        if !txn.open {
+            return Err(ClientError::Config("no transaction is open".into()));
+        }
+        let ids = self.inner.acc_ids();
+        let link = txn
+            .link
+            .as_mut()
+            .ok_or_else(|| ClientError::Config("init_transactions was not called".into()))?;
+        crate::txn::add_offsets(link, &id, ids, &group.group_id).await?;
+        txn.started = true;
+        let mut group_link = crate::txn::CoordinatorLink::new(
+            self.inner.cluster.clone(),
+            &group.group_id,
+            0,
+            self.inner.config.max_block,
+        );
+        crate::txn::txn_offset_commit(&mut group_link, &id, ids, group, offsets).await
+    }
+
+    /// Sends everything buffered, then commits the open transaction. If any send in it
+    /// failed, nothing is committed: the error is returned and the transaction must be
+    /// aborted.
+    pub async fn commit_transaction(&self) -> Result<(), ClientError> {
+        self.end_transaction(true).await
+    }
+
+    /// Aborts the open transaction: nothing sent in it becomes visible to
+    /// `read_committed` consumers.
+    pub async fn abort_transaction(&self) -> Result<(), ClientError> {
+        self.end_transaction(false).await
+    }
+
+    async fn end_transaction(&self, commit: bool) -> Result<(), ClientError> {
+        let id = self.transactional_id()?;
+        if !self.inner.txn.lock().await.open {
+            return Err(ClientError::Config("no transaction is open".into()));
+        }
+        self.flush().await?;
+        if commit
+            && let Some(e) = self
+                .inner
+                .txn_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        {
+            return Err(e);
+        }
+        let mut txn = self.inner.txn.lock().await;
+        let ids = self.inner.acc_ids();
+        // A transaction that never added a partition or offsets has nothing to end on the
+        // coordinator (it never left Empty there).
+        if txn.started {
+            let link = txn
+                .link
+                .as_mut()
+                .ok_or_else(|| ClientError::Config("init_transactions was not called".into()))?;
+            crate::txn::end_txn(link, &id, ids, commit).await?;
+        }
+        txn.open = false;
+        txn.started = false;
+        txn.partitions.clear();
+        self.inner.txn_open.store(false, Ordering::SeqCst);
+        let failed = self
+            .inner
+            .txn_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some();
+        if failed && !commit {
+            // Batches failed mid-transaction leave gaps in the sequence numbers: start
+            // over with a new epoch (and sequence 0) as Kafka's clients do.
+            let link = txn
+                .link
+                .as_mut()
+                .ok_or_else(|| ClientError::Config("init_transactions was not called".into()))?;
+            let ms = self
+                .inner
+                .config
+                .transaction_timeout
+                .as_millis()
+                .min(i32::MAX as u128) as i32;
+            let ids = crate::txn::init_producer_id(link, &id, ms).await?;
+            let mut acc = self.acc();
+            acc.ids = ids;
+            acc.sequences.clear();
+        }
+        Ok(())
+    }
+
+    fn transactional_id(&self) -> Result<String, ClientError> {
+        self.inner
+            .config
+            .transactional_id
+            .clone()
+            .ok_or_else(|| ClientError::Config("transactional.id is not set".into()))
+    }
+
     /// Partition count of a topic (from metadata).
     pub async fn partitions_for(&self, topic: &str) -> Result<i32, ClientError> {
         Ok(self
@@ -497,7 +757,20 @@ fn choose_partition(
 }
 
 fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), b: OpenBatch) {
-    let bytes = b.builder.build(cfg.compression, -1, -1, -1);
+    let (pid, epoch) = acc.ids;
+    let seq = if pid >= 0 {
+        // Sequences are fixed when a batch closes, so a retry resends the same numbers
+        // and the broker recognises it.
+        let next = acc.sequences.entry(key.clone()).or_insert(0);
+        let s = *next;
+        *next = ((*next as i64 + b.builder.len() as i64) % (i32::MAX as i64 + 1)) as i32;
+        s
+    } else {
+        -1
+    };
+    let bytes = b
+        .builder
+        .build_with(cfg.compression, pid, epoch, seq, acc.transactional);
     acc.ready.push_back(ReadyBatch {
         topic: key.0,
         partition: key.1,
@@ -523,6 +796,12 @@ fn finish(inner: &Inner, batch: ReadyBatch, result: Result<(i64, i64), ClientErr
             Err(e) => Err(e.clone()),
         };
         let _ = tx.send(r);
+    }
+    if let Err(e) = &result
+        && inner.config.transactional_id.is_some()
+    {
+        let mut slot = inner.txn_error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| e.clone());
     }
     if inner.outstanding.fetch_sub(n, Ordering::SeqCst) == n {
         inner.idle.notify_waiters();
@@ -585,12 +864,22 @@ async fn sender_loop(inner: Arc<Inner>) {
     }
 }
 
-fn requeue(inner: &Arc<Inner>, mut b: ReadyBatch, err: ClientError) {
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
+impl Inner {
+    fn acc_ids(&self) -> (i64, i16) {
+        self.acc.lock().unwrap_or_else(|p| p.into_inner()).ids
+    }
+}
+
+fn requeue(inner: &Arc<Inner>, b: ReadyBatch, err: ClientError) {
+    let retriable = err.is_retriable();
+    requeue_if(inner, b, err, retriable)
+}
+
+fn requeue_if(inner: &Arc<Inner>, mut b: ReadyBatch, err: ClientError, retriable: bool) {
     let cfg = &inner.config;
-    if err.is_retriable()
-        && b.attempts < cfg.retries
-        && b.first_ready.elapsed() < cfg.delivery_timeout
-    {
+    if retriable && b.attempts < cfg.retries && b.first_ready.elapsed() < cfg.delivery_timeout {
         b.attempts += 1;
         b.retry_at = Some(Instant::now() + cfg.client.retry_backoff);
         inner
@@ -643,6 +932,9 @@ async fn dispatch(inner: &Arc<Inner>, due: Vec<ReadyBatch>) {
         }
         by_leader.entry(leader).or_default().push(b);
     }
+    if inner.config.transactional_id.is_some() {
+        by_leader = add_to_transaction(inner, by_leader).await;
+    }
     for (leader, batches) in by_leader {
         let sem = {
             let mut m = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -682,6 +974,63 @@ async fn dispatch(inner: &Arc<Inner>, due: Vec<ReadyBatch>) {
     }
 }
 
+/// Adds the partitions of due batches to the open transaction (AddPartitionsToTxn) before
+/// they are sent; if that fails the batches are requeued (retriable) or failed.
+async fn add_to_transaction(
+    inner: &Arc<Inner>,
+    by_leader: HashMap<i32, Vec<ReadyBatch>>,
+) -> HashMap<i32, Vec<ReadyBatch>> {
+    let mut txn = inner.txn.lock().await;
+    let mut new: Vec<(String, i32)> = by_leader
+        .values()
+        .flatten()
+        .map(|b| (b.topic.clone(), b.partition))
+        .filter(|k| !txn.partitions.contains(k))
+        .collect();
+    new.sort();
+    new.dedup();
+    if new.is_empty() {
+        return by_leader;
+    }
+    let ids = inner.acc_ids();
+    let id = inner.config.transactional_id.clone().unwrap_or_default();
+    let result = match txn.link.as_mut() {
+        Some(link) => crate::txn::add_partitions(link, &id, ids, &new).await,
+        None => Err(ClientError::Config(
+            "init_transactions was not called".into(),
+        )),
+    };
+    match result {
+        Ok(()) => {
+            txn.partitions.extend(new);
+            txn.started = true;
+            by_leader
+        }
+        Err(e) => {
+            drop(txn);
+            for b in by_leader.into_values().flatten() {
+                requeue(inner, b, e.clone());
+            }
+            HashMap::new()
+        }
+    }
+}
+
+/// A producer id for an idempotent (non-transactional) producer.
+async fn idempotent_producer_id(cluster: &Cluster) -> Result<(i64, i16), ClientError> {
+    let conn = cluster.any_connection().await?;
+    let req = kafka_protocol::messages::InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(i32::MAX)
+        .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+        .with_producer_epoch(-1);
+    let resp = conn.send(&req).await?;
+    if let Some(e) = ClientError::from_code(resp.error_code, "init producer id") {
+        return Err(e);
+    }
+    Ok((resp.producer_id.0, resp.producer_epoch))
+}
+
 async fn send_request(inner: &Arc<Inner>, leader: i32, batches: Vec<ReadyBatch>) {
     let conn = match inner.cluster.connection(leader).await {
         Ok(c) => c,
@@ -708,12 +1057,16 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, batches: Vec<ReadyBatch>)
         }
     }
     let acks = inner.config.acks;
+    let txn_id = inner.config.transactional_id.as_deref();
     let req = ProduceRequest::default()
         .with_acks(acks)
+        .with_transactional_id(txn_id.map(|t| TransactionalId(StrBytes::from_string(t.into()))))
         .with_timeout_ms(inner.config.client.request_timeout.as_millis() as i32)
         .with_topic_data(topics);
-    // Topic ids (Produce v13) are not used: cap at v12 so names identify topics.
-    let version = conn.version_for::<ProduceRequest>().map(|v| v.min(12));
+    // Topic ids (Produce v13) are not used: cap at v12 so names identify topics; a
+    // transactional producer stays at v11 (transactions v1: it adds partitions itself).
+    let cap = if txn_id.is_some() { 11 } else { 12 };
+    let version = conn.version_for::<ProduceRequest>().map(|v| v.min(cap));
     let Some(version) = version else {
         for b in batches {
             finish(inner, b, Err(ClientError::Unsupported("Produce".into())));
@@ -763,6 +1116,12 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, batches: Vec<ReadyBatch>)
                         };
                         if err.is_retriable() {
                             inner.cluster.invalidate(&b.topic).await;
+                        }
+                        // An idempotent producer's later batch can overtake an earlier
+                        // one that is being retried; it is retried in turn.
+                        if code == OUT_OF_ORDER_SEQUENCE_NUMBER && inner.acc_ids().0 >= 0 {
+                            requeue_if(inner, b, err, true);
+                            continue;
                         }
                         requeue(inner, b, err);
                     }

@@ -231,6 +231,24 @@ impl BatchBuilder {
         producer_epoch: i16,
         base_sequence: i32,
     ) -> Bytes {
+        self.build_with(
+            compression,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            false,
+        )
+    }
+
+    /// As [`BatchBuilder::build`]; `transactional` sets the batch's transactional flag.
+    pub fn build_with(
+        &self,
+        compression: Compression,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        transactional: bool,
+    ) -> Bytes {
         let compressed: Bytes = match compression {
             Compression::None => self.records.clone().freeze(),
             c => {
@@ -252,11 +270,12 @@ impl BatchBuilder {
                     // Codecs compressing in memory do not fail; if one ever does, the batch
                     // goes out uncompressed rather than not at all.
                     Err(_) => {
-                        return self.build(
+                        return self.build_with(
                             Compression::None,
                             producer_id,
                             producer_epoch,
                             base_sequence,
+                            transactional,
                         );
                     }
                 }
@@ -268,7 +287,7 @@ impl BatchBuilder {
         b.put_i32(-1); // partition leader epoch
         b.put_i8(2); // magic
         b.put_u32(0); // crc, patched below
-        b.put_i16(compression.id());
+        b.put_i16(compression.id() | if transactional { 0x10 } else { 0 });
         b.put_i32(self.count - 1);
         b.put_i64(self.base_timestamp);
         b.put_i64(self.max_timestamp);
@@ -311,8 +330,22 @@ pub struct DecodedBatches {
 
 /// Decodes every complete batch in `bytes`; a partial batch at the end (a fetch cut by
 /// `max.bytes`) is ignored. With `check_crc`, a bad CRC is an error.
-pub fn decode_batches(mut bytes: Bytes, check_crc: bool) -> Result<DecodedBatches, RecordsError> {
+pub fn decode_batches(bytes: Bytes, check_crc: bool) -> Result<DecodedBatches, RecordsError> {
+    decode_committed(bytes, check_crc, &[])
+}
+
+/// As [`decode_batches`] for a `read_committed` fetch: records of the aborted
+/// transactions the broker listed (producer id, first offset) are dropped, up to each
+/// one's ABORT marker.
+pub fn decode_committed(
+    mut bytes: Bytes,
+    check_crc: bool,
+    aborted: &[(i64, i64)],
+) -> Result<DecodedBatches, RecordsError> {
     let mut out = DecodedBatches::default();
+    let mut upcoming: Vec<(i64, i64)> = aborted.to_vec();
+    upcoming.sort_by_key(|a| std::cmp::Reverse(a.1));
+    let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
     while bytes.len() >= 12 {
         let base_offset = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
         let batch_len = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
@@ -344,11 +377,23 @@ pub fn decode_batches(mut bytes: Bytes, check_crc: bool) -> Result<DecodedBatche
         let last_offset_delta = batch.get_i32();
         let base_timestamp = batch.get_i64();
         let max_timestamp = batch.get_i64();
-        batch.advance(8 + 2 + 4); // producer id, epoch, base sequence
+        let producer_id = batch.get_i64();
+        batch.advance(2 + 4); // epoch, base sequence
         let count = batch.get_i32();
-        out.next_offset = Some(base_offset + last_offset_delta as i64 + 1);
+        let last_offset = base_offset + last_offset_delta as i64;
+        out.next_offset = Some(last_offset + 1);
+        while upcoming.last().is_some_and(|a| a.1 <= last_offset) {
+            if let Some((pid, _)) = upcoming.pop() {
+                aborting.insert(pid);
+            }
+        }
         if attributes & 0x20 != 0 {
-            continue; // control batch (transaction marker)
+            // A control batch (transaction marker) ends that producer's aborted range.
+            aborting.remove(&producer_id);
+            continue;
+        }
+        if attributes & 0x10 != 0 && aborting.contains(&producer_id) {
+            continue;
         }
         let log_append_time = attributes & 0x08 != 0;
         let err = |e: anyhow::Error| RecordsError(format!("cannot decompress: {e}"));

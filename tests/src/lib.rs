@@ -63,6 +63,11 @@ impl TestBroker {
         }
     }
 
+    /// The broker inside (None while stopped).
+    pub fn broker(&self) -> Option<&std::sync::Arc<Broker>> {
+        self.running.as_ref().map(|r| r.broker())
+    }
+
     /// Starts it again on the same port and data.
     pub async fn restart(&mut self) {
         self.stop().await;

@@ -1,0 +1,212 @@
+//! The client's idempotent and transactional producer and `read_committed` consumer
+//! against a real broker.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use runnel_api::{
+    Admin, ClientError, Consumer, ConsumerConfig, ConsumerGroupMetadata, NewTopic, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
+};
+use runnel_integration_tests::TestBroker;
+
+async fn producer(b: &TestBroker, settings: &[(&str, &str)]) -> Producer {
+    let mut c = ProducerConfig::new(&b.bootstrap);
+    for (k, v) in settings {
+        c.set(k, v).unwrap();
+    }
+    Producer::connect(c).await.unwrap()
+}
+
+async fn reader(b: &TestBroker, committed: bool, tps: &[(&str, i32)]) -> Consumer {
+    let mut c = ConsumerConfig::new(&b.bootstrap);
+    c.set("auto.offset.reset", "earliest").unwrap();
+    c.set(
+        "isolation.level",
+        if committed {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        },
+    )
+    .unwrap();
+    let mut c = Consumer::connect(c).await.unwrap();
+    c.assign(
+        tps.iter()
+            .map(|(t, p)| TopicPartition::new(*t, *p))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    c
+}
+
+/// Values read until `idle` passes with nothing new.
+async fn drain(c: &mut Consumer) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut quiet = 0;
+    while quiet < 3 {
+        let got = c.poll(Duration::from_millis(300)).await.unwrap();
+        if got.is_empty() {
+            quiet += 1;
+        }
+        out.extend(
+            got.iter()
+                .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()),
+        );
+    }
+    out
+}
+
+async fn topic(b: &TestBroker, name: &str, partitions: i32) {
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new(name, partitions)])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_producer_is_idempotent_by_default_as_the_java_client() {
+    let b = TestBroker::start(&[]).await;
+    topic(&b, "idem", 1).await;
+    assert!(ProducerConfig::new(&b.bootstrap).is_idempotent());
+    let mut acks1 = ProducerConfig::new(&b.bootstrap);
+    acks1.set("acks", "1").unwrap();
+    assert!(!acks1.is_idempotent(), "acks=1 turns the default off");
+    acks1.set("enable.idempotence", "true").unwrap();
+    assert!(matches!(
+        Producer::connect(acks1).await.err(),
+        Some(ClientError::Config(_))
+    ));
+
+    let p = producer(&b, &[]).await;
+    for i in 0..10 {
+        p.send(ProducerRecord::new("idem").value(format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    p.flush().await.unwrap();
+    let broker = b.broker().unwrap();
+    let part = broker.partition("idem", 0).unwrap();
+    let log = part.log();
+    let producers: Vec<_> = log.producer_state().producers().collect();
+    assert_eq!(producers.len(), 1, "one producer id wrote");
+    let (_, entry) = producers[0];
+    assert_eq!(entry.batches.back().unwrap().last_seq, 9);
+}
+
+#[tokio::test]
+async fn committed_transactions_appear_to_read_committed_and_aborted_ones_never_do() {
+    let b = TestBroker::start(&[]).await;
+    topic(&b, "tx-out", 2).await;
+    let p = producer(&b, &[("transactional.id", "t1")]).await;
+    assert!(matches!(
+        p.send(ProducerRecord::new("tx-out").value("x")).await.err(),
+        Some(ClientError::Config(_))
+    ));
+    p.init_transactions().await.unwrap();
+    for (round, commit) in [(0, false), (1, true), (2, false), (3, true)] {
+        p.begin_transaction().await.unwrap();
+        for i in 0..10 {
+            p.send(
+                ProducerRecord::new("tx-out")
+                    .partition(i % 2)
+                    .value(format!("r{round}-{i}")),
+            )
+            .await
+            .unwrap();
+        }
+        if commit {
+            p.commit_transaction().await.unwrap();
+        } else {
+            p.abort_transaction().await.unwrap();
+        }
+    }
+    let tps = [("tx-out", 0), ("tx-out", 1)];
+    let mut committed = drain(&mut reader(&b, true, &tps).await).await;
+    committed.sort();
+    let mut want: Vec<String> = [1, 3]
+        .iter()
+        .flat_map(|r| (0..10).map(move |i| format!("r{r}-{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(committed, want);
+    assert_eq!(drain(&mut reader(&b, false, &tps).await).await.len(), 40);
+}
+
+#[tokio::test]
+async fn offsets_sent_in_a_transaction_are_committed_with_it() {
+    let b = TestBroker::start(&[]).await;
+    topic(&b, "eos-in", 1).await;
+    topic(&b, "eos-out", 1).await;
+    let plain = producer(&b, &[]).await;
+    for i in 0..20 {
+        plain
+            .send(ProducerRecord::new("eos-in").value(format!("{i}")))
+            .await
+            .unwrap();
+    }
+    plain.flush().await.unwrap();
+
+    let p = producer(&b, &[("transactional.id", "eos")]).await;
+    p.init_transactions().await.unwrap();
+    let group = ConsumerGroupMetadata::new("eos-group");
+    let tp = TopicPartition::new("eos-in", 0);
+    // Round one commits records 0..10 and offset 10; round two aborts 10..20 and 20.
+    for (from, commit) in [(0, true), (10, false)] {
+        p.begin_transaction().await.unwrap();
+        for i in from..from + 10 {
+            p.send(ProducerRecord::new("eos-out").value(format!("out-{i}")))
+                .await
+                .unwrap();
+        }
+        p.send_offsets_to_transaction(&[(tp.clone(), from + 10)], &group)
+            .await
+            .unwrap();
+        if commit {
+            p.commit_transaction().await.unwrap();
+        } else {
+            p.abort_transaction().await.unwrap();
+        }
+    }
+    let mut c = ConsumerConfig::new(&b.bootstrap);
+    c.set("group.id", "eos-group").unwrap();
+    let mut c = Consumer::connect(c).await.unwrap();
+    let committed = c.committed(std::slice::from_ref(&tp)).await.unwrap();
+    assert_eq!(committed.get(&tp), Some(&10));
+    let out = drain(&mut reader(&b, true, &[("eos-out", 0)]).await).await;
+    assert_eq!(out, (0..10).map(|i| format!("out-{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_zombie_producer_is_fenced_and_its_records_stay_invisible() {
+    let b = TestBroker::start(&[]).await;
+    topic(&b, "fence", 1).await;
+    let old = producer(&b, &[("transactional.id", "same")]).await;
+    old.init_transactions().await.unwrap();
+    old.begin_transaction().await.unwrap();
+    for i in 0..5 {
+        old.send(ProducerRecord::new("fence").value(format!("zombie-{i}")))
+            .await
+            .unwrap();
+    }
+    old.flush().await.unwrap();
+
+    let new = producer(&b, &[("transactional.id", "same")]).await;
+    new.init_transactions().await.unwrap();
+    new.begin_transaction().await.unwrap();
+    new.send(ProducerRecord::new("fence").value("fresh"))
+        .await
+        .unwrap();
+    new.commit_transaction().await.unwrap();
+
+    // The zombie can neither commit what it wrote nor write more.
+    match old.commit_transaction().await {
+        Err(ClientError::Broker { code, .. }) => assert_eq!(code, 90, "PRODUCER_FENCED"),
+        other => panic!("the zombie's commit must fail, got {other:?}"),
+    }
+    let out = drain(&mut reader(&b, true, &[("fence", 0)]).await).await;
+    assert_eq!(out, vec!["fresh".to_string()]);
+}
