@@ -34,6 +34,7 @@ pub mod net;
 pub mod producer;
 pub mod records;
 pub mod serde;
+pub mod transactions;
 mod txn;
 
 pub use admin::{Admin, AlterOp, ConfigEntry, NewTopic};

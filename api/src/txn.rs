@@ -60,6 +60,11 @@ impl CoordinatorLink {
         }
     }
 
+    /// `host:port` of the coordinator last talked to.
+    pub(crate) fn addr(&self) -> Option<String> {
+        self.conn.as_ref().map(|c| c.addr().to_string())
+    }
+
     async fn conn(&mut self) -> Result<BrokerConnection, ClientError> {
         if let Some(c) = &self.conn
             && !c.is_closed()

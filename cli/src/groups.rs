@@ -74,7 +74,7 @@ pub struct ResetArgs {
     execute: bool,
 }
 
-fn reach(e: ClientError, b: &Bootstrap) -> anyhow::Error {
+pub(crate) fn reach(e: ClientError, b: &Bootstrap) -> anyhow::Error {
     match e {
         ClientError::Io(_) | ClientError::Disconnected | ClientError::Timeout(_) => {
             anyhow::anyhow!("cannot reach a broker at {}: {e}", b.bootstrap_server)

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 mod groups;
 mod tools;
+mod transactions;
 
 use anyhow::Context;
 
@@ -47,6 +48,9 @@ enum Command {
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Groups(groups::GroupsCmd),
+    /// List and describe transactions and the producers of a partition.
+    #[command(subcommand)]
+    Transactions(transactions::TransactionsCmd),
 }
 
 #[derive(Parser)]
@@ -151,5 +155,6 @@ fn real_main() -> anyhow::Result<()> {
         Command::Consume(args) => rt.block_on(tools::consume(&b, args)),
         Command::Perf(cmd) => rt.block_on(tools::perf(&b, cmd)),
         Command::Groups(cmd) => rt.block_on(groups::groups(&b, cmd)),
+        Command::Transactions(cmd) => rt.block_on(transactions::transactions(&b, cmd)),
     }
 }
