@@ -13,6 +13,64 @@
 //! producer.close().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Delivery guarantees
+//!
+//! The producer is idempotent by default (`enable.idempotence`, as the Java client since
+//! 3.0, unless `acks` is not `all`): the broker recognises a retried batch by its producer
+//! id and sequence number and never writes it twice.
+//!
+//! With a `transactional.id` it writes to many partitions atomically and can commit a
+//! consumer's offsets in the same transaction: exactly-once consume-transform-produce.
+//! Records of aborted transactions never reach `read_committed` consumers, and a newer
+//! producer with the same `transactional.id` fences an older one (a zombie).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), runnel_api::ClientError> {
+//! use std::time::Duration;
+//! use runnel_api::{Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+//!
+//! let mut cc = ConsumerConfig::new("127.0.0.1:9092");
+//! cc.set("group.id", "upper-caser")?;
+//! cc.set("enable.auto.commit", "false")?;
+//! cc.set("isolation.level", "read_committed")?;
+//! let mut consumer = Consumer::connect(cc).await?;
+//! consumer.subscribe(&["words"])?;
+//!
+//! let mut pc = ProducerConfig::new("127.0.0.1:9092");
+//! pc.set("transactional.id", "upper-caser-1")?; // stable across restarts of this instance
+//! let producer = Producer::connect(pc).await?;
+//! producer.init_transactions().await?; // fences any previous instance
+//!
+//! loop {
+//!     let records = consumer.poll(Duration::from_millis(500)).await?;
+//!     if records.is_empty() {
+//!         continue;
+//!     }
+//!     producer.begin_transaction().await?;
+//!     let mut next: Vec<(TopicPartition, i64)> = Vec::new();
+//!     for r in &records {
+//!         let upper = r.value.as_ref().map(|v| v.to_ascii_uppercase()).unwrap_or_default();
+//!         producer.send(ProducerRecord::new("WORDS").value(upper)).await?;
+//!         let tp = TopicPartition::new(r.topic.clone(), r.partition);
+//!         next.retain(|(t, _)| *t != tp);
+//!         next.push((tp, r.offset + 1));
+//!     }
+//!     let group = consumer.group_metadata().expect("group.id is set");
+//!     producer.send_offsets_to_transaction(&next, &group).await?;
+//!     if let Err(e) = producer.commit_transaction().await {
+//!         // Nothing of this batch is visible; abort and reprocess from the last commit.
+//!         eprintln!("commit failed: {e}");
+//!         producer.abort_transaction().await?;
+//!         for (tp, _) in &next {
+//!             if let Some(o) = consumer.committed(std::slice::from_ref(tp)).await?.get(tp) {
+//!                 consumer.seek(tp, *o)?;
+//!             }
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
