@@ -154,6 +154,10 @@ pub struct TxnConfig {
     pub abort_timed_out_interval_ms: i64,
     /// `transaction.state.log.num.partitions`.
     pub state_log_partitions: i32,
+    /// `runnel.transaction.version`: the `transaction.version` feature level finalized in
+    /// ApiVersions (Kafka sets it with `kafka-features.sh`); 2 enables transactions v2
+    /// (KIP-890: implicit partition adds, an epoch bump per transaction).
+    pub transaction_version: i16,
 }
 
 impl Default for TxnConfig {
@@ -164,6 +168,7 @@ impl Default for TxnConfig {
             producer_id_expiration_ms: 86_400_000,
             abort_timed_out_interval_ms: 10_000,
             state_log_partitions: 50,
+            transaction_version: 2,
         }
     }
 }
@@ -415,6 +420,17 @@ impl BrokerConfig {
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
                     c.txn.abort_timed_out_interval_ms = at_least(key, val, parse_num(key, val)?, 1)?
                 }
+                "runnel.transaction.version" => {
+                    let v = at_least(key, val, parse_num(key, val)?, 0)?;
+                    if v > 2 {
+                        return Err(ConfigError::InvalidValue {
+                            key: key.into(),
+                            value: val.into(),
+                            reason: "transaction.version levels are 0, 1 and 2".into(),
+                        });
+                    }
+                    c.txn.transaction_version = v as i16;
+                }
                 "transaction.state.log.num.partitions" => {
                     c.txn.state_log_partitions =
                         at_least(key, val, parse_num(key, val)?, 1)?.min(10_000) as i32
@@ -543,6 +559,10 @@ impl BrokerConfig {
             (
                 "transaction.state.log.num.partitions",
                 self.txn.state_log_partitions.to_string(),
+            ),
+            (
+                "runnel.transaction.version",
+                self.txn.transaction_version.to_string(),
             ),
             ("log.segment.bytes", d.segment_bytes.to_string()),
             ("log.roll.ms", d.segment_ms.to_string()),

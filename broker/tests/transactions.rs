@@ -553,3 +553,135 @@ async fn offsets_committed_in_a_transaction_appear_only_when_it_commits_and_surv
     assert_eq!(committed(&broker), Some(30));
     assert!(!broker.groups.has_pending_offset("g", "in", 0));
 }
+
+fn end_txn_v(
+    broker: &Broker,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    commit: bool,
+    v: i16,
+) -> (i16, i64, i16) {
+    let r = handlers::end_txn::handle(
+        broker,
+        EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(id)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit),
+        v,
+    );
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+#[tokio::test]
+async fn transactions_v2_add_partitions_implicitly_and_bump_the_epoch_at_every_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path(), &[]);
+    broker
+        .create_topic("t", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let features = handlers::api_versions::handle(&broker, &ApiVersionsRequest::default(), 3);
+    let finalized: Vec<(String, i16)> = features
+        .finalized_features
+        .iter()
+        .map(|f| (f.name.to_string(), f.max_version_level))
+        .collect();
+    assert_eq!(finalized, vec![("transaction.version".to_string(), 2)]);
+
+    let (_, pid, e0) = init_txn(&broker, "v2", 60_000).await;
+    // Produce v12: no AddPartitionsToTxn needed, the write joins the transaction.
+    assert_eq!(
+        produce_v(&broker, "t", 0, batch(pid, e0, 0, 3, true, "a"), 12).await,
+        (0, 0)
+    );
+    assert_eq!(broker.txns.describe("v2").unwrap().state.name(), "Ongoing");
+    let (code, pid1, e1) = end_txn_v(&broker, "v2", pid, e0, true, 5);
+    assert_eq!(
+        (code, pid1, e1),
+        (0, pid, e0 + 1),
+        "EndTxn v5 returns the bumped epoch"
+    );
+    assert_eq!(lso(&broker, "t", 0), 4, "committed: the marker is at 3");
+    // A retry of that EndTxn (old epoch) succeeds with the same answer.
+    assert_eq!(end_txn_v(&broker, "v2", pid, e0, true, 5), (0, pid, e1));
+    // The old epoch can no longer write: the marker fenced it.
+    assert_eq!(
+        produce_v(&broker, "t", 0, batch(pid, e0, 3, 1, true, "z"), 12)
+            .await
+            .0,
+        47
+    );
+    // The next transaction runs on the new epoch from sequence 0, offsets included.
+    assert_eq!(
+        produce_v(&broker, "t", 0, batch(pid, e1, 0, 2, true, "b"), 12)
+            .await
+            .0,
+        0
+    );
+    let r = handlers::txn_offset_commit::handle(
+        &broker,
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s("v2")))
+            .with_group_id(GroupId(s("g2")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(e1)
+            .with_generation_id(-1)
+            .with_topics(vec![
+                TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(6),
+                    ]),
+            ]),
+        5,
+    )
+    .await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code, 0,
+        "v5 adds the offsets partition"
+    );
+    let (code, _, e2) = end_txn_v(&broker, "v2", pid, e1, false, 5);
+    assert_eq!((code, e2), (0, e1 + 1));
+    assert_eq!(
+        broker.groups.fetch_offsets("g2").get(&("t".into(), 0)),
+        None,
+        "aborted"
+    );
+    let (_, _, aborted) = fetch(&broker, "t", 0, 0, true).await;
+    assert_eq!(aborted, Some(vec![(pid, 4)]));
+}
+
+async fn produce_v12(broker: &Arc<Broker>, records: Bytes) -> i16 {
+    produce_v(broker, "t", 0, records, 12).await.0
+}
+
+#[tokio::test]
+async fn with_transaction_version_0_nothing_joins_a_transaction_implicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path(), &[("runnel.transaction.version", "0")]);
+    broker
+        .create_topic("t", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let features = handlers::api_versions::handle(&broker, &ApiVersionsRequest::default(), 3);
+    assert!(features.finalized_features.is_empty());
+    let (_, pid, e0) = init_txn(&broker, "v1", 60_000).await;
+    assert_eq!(
+        produce_v12(&broker, batch(pid, e0, 0, 1, true, "a")).await,
+        120
+    );
+    assert_eq!(add_partitions(&broker, "v1", pid, e0, "t", &[0]), 0);
+    assert_eq!(
+        produce_v12(&broker, batch(pid, e0, 0, 1, true, "a")).await,
+        0
+    );
+    assert_eq!(
+        end_txn_v(&broker, "v1", pid, e0, true, 5),
+        (0, -1, -1),
+        "no bump"
+    );
+}

@@ -36,12 +36,31 @@ fn verify_transactional(
     if !h.is_transactional() || h.producer_id < 0 || h.is_control() {
         return None;
     }
-    match broker.txns.verify_write(
+    let verdict = broker.txns.verify_write(
         h.producer_id,
         h.producer_epoch,
         &partition.topic,
         partition.index,
-    ) {
+    );
+    // Transactions v2 (Produce v12+): the write itself adds the partition to the open
+    // transaction, as the leader's AddPartitionsToTxn does in Kafka.
+    if version >= 12
+        && broker.txns.v2_enabled()
+        && verdict == Verify::Refuse(errors::TRANSACTION_ABORTABLE)
+    {
+        return match broker.txns.add_for_producer(
+            broker,
+            h.producer_id,
+            h.producer_epoch,
+            &partition.topic,
+            partition.index,
+        ) {
+            Ok(()) => None,
+            Err(errors::PRODUCER_FENCED) => Some(errors::INVALID_PRODUCER_EPOCH),
+            Err(code) => Some(code),
+        };
+    }
+    match verdict {
         Verify::Ok => None,
         // Produce v11 brought TRANSACTION_ABORTABLE; older clients get INVALID_TXN_STATE.
         Verify::Refuse(errors::TRANSACTION_ABORTABLE) if version <= 10 => {

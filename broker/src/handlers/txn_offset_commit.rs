@@ -37,12 +37,30 @@ pub async fn handle(
     }
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
     // The offsets partition must be part of the transaction (AddOffsetsToTxn first).
-    let verify = broker.txns.verify_write(
-        pid,
-        epoch,
-        offsets_log::TOPIC,
-        offsets_log::partition_for(&group, OFFSETS_PARTITIONS),
-    );
+    let offsets_partition = offsets_log::partition_for(&group, OFFSETS_PARTITIONS);
+    let mut verify = broker
+        .txns
+        .verify_write(pid, epoch, offsets_log::TOPIC, offsets_partition);
+    // Transactions v2 (v5+): the commit adds the offsets partition itself; clients send
+    // no AddOffsetsToTxn.
+    if version >= 5
+        && broker.txns.v2_enabled()
+        && verify == Verify::Refuse(errors::TRANSACTION_ABORTABLE)
+        && !group.is_empty()
+        && broker.groups.ensure_offsets_topic(broker).await
+    {
+        verify = match broker.txns.add_for_producer(
+            broker,
+            pid,
+            epoch,
+            offsets_log::TOPIC,
+            offsets_partition,
+        ) {
+            Ok(()) => Verify::Ok,
+            Err(errors::PRODUCER_FENCED) => Verify::Refuse(errors::INVALID_PRODUCER_EPOCH),
+            Err(c) => Verify::Refuse(c),
+        };
+    }
     let codes = if group.is_empty() {
         vec![24; flat.len()] // INVALID_GROUP_ID
     } else if let Verify::Refuse(code) = verify {

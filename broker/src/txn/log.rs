@@ -105,6 +105,7 @@ pub fn decode_value(transactional_id: &str, mut v: Bytes) -> Option<TxnMeta> {
         partitions,
         last_update_ms: v.get_i64(),
         start_ms: v.get_i64(),
+        prev_epoch: -1,
     })
 }
 
@@ -129,6 +130,7 @@ mod tests {
             .collect(),
             last_update_ms: 10,
             start_ms: 5,
+            prev_epoch: -1,
         };
         assert_eq!(decode_key(key("tx-1")).as_deref(), Some("tx-1"));
         assert_eq!(decode_value("tx-1", value(&m)), Some(m));

@@ -127,6 +127,9 @@ pub struct TxnMeta {
     pub last_update_ms: i64,
     /// When the open transaction began (-1: none).
     pub start_ms: i64,
+    /// The epoch before the last transactions-v2 bump, to recognise a retried EndTxn
+    /// (not persisted, as in Kafka).
+    pub prev_epoch: i16,
 }
 
 #[derive(Default)]
@@ -265,7 +268,40 @@ impl TxnCoordinator {
             partitions: BTreeSet::new(),
             last_update_ms: now_ms(),
             start_ms: -1,
+            prev_epoch: -1,
         })
+    }
+
+    /// Whether transactions v2 (KIP-890 part 2) is enabled (`transaction.version` 2).
+    pub fn v2_enabled(&self) -> bool {
+        self.config.transaction_version >= 2
+    }
+
+    /// Transactions v2: a partition written by a transactional producer joins its
+    /// transaction (the leader's implicit AddPartitionsToTxn).
+    pub fn add_for_producer(
+        &self,
+        broker: &Broker,
+        pid: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), i16> {
+        let id = {
+            let inner = self.lock();
+            match inner.by_pid.get(&pid) {
+                Some(id) => id.clone(),
+                None => return Err(errors::INVALID_PRODUCER_ID_MAPPING),
+            }
+        };
+        self.add_partitions(
+            broker,
+            &id,
+            pid,
+            epoch,
+            &[(topic.to_string(), partition)],
+            false,
+        )
     }
 
     /// InitProducerId for a transactional id: a new producer id, or the next epoch of
@@ -318,6 +354,7 @@ impl TxnCoordinator {
             }
         };
         m.timeout_ms = timeout_ms;
+        m.prev_epoch = -1;
         m.state = TxnState::Empty;
         m.partitions.clear();
         m.start_ms = -1;
@@ -407,7 +444,10 @@ impl TxnCoordinator {
         }
     }
 
-    /// EndTxn: commits or aborts the open transaction.
+    /// EndTxn: commits or aborts the open transaction. With transactions v2 (`v2`: EndTxn
+    /// v5+ on a broker with `transaction.version` 2) the epoch is bumped first, so the
+    /// markers fence anything the producer still had in flight, and the new producer id
+    /// and epoch are returned; otherwise (-1, -1).
     pub fn end_txn(
         &self,
         broker: &Broker,
@@ -415,20 +455,83 @@ impl TxnCoordinator {
         pid: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), i16> {
+        v2: bool,
+    ) -> Result<(i64, i16), i16> {
         let mut inner = self.lock();
-        Self::check_producer(inner.txns.get(id), pid, epoch)?;
-        let state = inner.txns.get(id).map(|m| m.state);
-        match state {
-            Some(TxnState::Ongoing) => self.finish(broker, &mut inner, id, commit),
+        let Some(m) = inner.txns.get(id).cloned() else {
+            return Err(errors::INVALID_PRODUCER_ID_MAPPING);
+        };
+        if m.producer_id != pid {
+            return Err(errors::INVALID_PRODUCER_ID_MAPPING);
+        }
+        let completed = matches!(
+            (m.state, commit),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false)
+        );
+        if v2 {
+            // A retry of an EndTxn that already bumped the epoch carries the old one.
+            let retry = m.prev_epoch >= 0 && epoch == m.prev_epoch;
+            let valid = match m.state {
+                TxnState::Ongoing | TxnState::Empty => epoch == m.epoch,
+                _ => retry,
+            };
+            if !valid {
+                return Err(errors::PRODUCER_FENCED);
+            }
+            return match m.state {
+                TxnState::Ongoing => {
+                    let mut bumped = m;
+                    let exhausted = bumped.epoch >= i16::MAX - 1;
+                    bumped.prev_epoch = bumped.epoch;
+                    bumped.epoch = bumped.epoch.saturating_add(1);
+                    inner.txns.insert(id.to_string(), bumped);
+                    self.finish(broker, &mut inner, id, commit)?;
+                    if exhausted {
+                        self.new_producer_id_for(broker, &mut inner, id)?;
+                    }
+                    let m = inner
+                        .txns
+                        .get(id)
+                        .ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+                    Ok((m.producer_id, m.epoch))
+                }
+                _ if completed => Ok((m.producer_id, m.epoch)),
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    Err(errors::CONCURRENT_TRANSACTIONS)
+                }
+                _ => Err(errors::INVALID_TXN_STATE),
+            };
+        }
+        if m.epoch != epoch {
+            return Err(errors::PRODUCER_FENCED);
+        }
+        match m.state {
+            TxnState::Ongoing => self
+                .finish(broker, &mut inner, id, commit)
+                .map(|_| (-1, -1)),
             // A retry of the EndTxn that already completed.
-            Some(TxnState::CompleteCommit) if commit => Ok(()),
-            Some(TxnState::CompleteAbort) if !commit => Ok(()),
-            Some(TxnState::PrepareCommit | TxnState::PrepareAbort) => {
+            _ if completed => Ok((-1, -1)),
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 Err(errors::CONCURRENT_TRANSACTIONS)
             }
             _ => Err(errors::INVALID_TXN_STATE),
         }
+    }
+
+    /// Epochs exhausted: the transactional id continues under a new producer id.
+    fn new_producer_id_for(&self, broker: &Broker, inner: &mut Inner, id: &str) -> Result<(), i16> {
+        let Some(mut m) = inner.txns.get(id).cloned() else {
+            return Err(errors::INVALID_PRODUCER_ID_MAPPING);
+        };
+        let fresh = self.new_meta(broker, id, m.timeout_ms)?;
+        inner.by_pid.remove(&m.producer_id);
+        m.producer_id = fresh.producer_id;
+        m.epoch = 0;
+        m.prev_epoch = -1;
+        self.persist(broker, id, Some(&m))?;
+        inner.by_pid.insert(m.producer_id, id.to_string());
+        inner.txns.insert(id.to_string(), m);
+        Ok(())
     }
 
     /// Prepare → markers → Complete, persisting both steps.
