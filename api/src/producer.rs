@@ -603,19 +603,7 @@ impl Producer {
         let link = txn.link.get_or_insert_with(|| {
             crate::txn::CoordinatorLink::new(self.inner.cluster.clone(), &id, 1, timeout)
         });
-        let ms = self
-            .inner
-            .config
-            .transaction_timeout
-            .as_millis()
-            .min(i32::MAX as u128) as i32;
-        let ids = crate::txn::init_producer_id(link, &id, ms).await?;
-        {
-            let mut acc = self.acc();
-            acc.ids = ids;
-            acc.sequences.clear();
-            acc.transactional = true;
-        }
+        self.renew_producer_id(link, &id).await?;
         txn.initialized = true;
         txn.open = false;
         txn.partitions.clear();
@@ -735,17 +723,28 @@ impl Producer {
                 .link
                 .as_mut()
                 .ok_or_else(|| ClientError::Config("init_transactions was not called".into()))?;
-            let ms = self
-                .inner
-                .config
-                .transaction_timeout
-                .as_millis()
-                .min(i32::MAX as u128) as i32;
-            let ids = crate::txn::init_producer_id(link, &id, ms).await?;
-            let mut acc = self.acc();
-            acc.ids = ids;
-            acc.sequences.clear();
+            self.renew_producer_id(link, &id).await?;
         }
+        Ok(())
+    }
+
+    /// InitProducerId for the transactional id: a new epoch, sequences from 0.
+    async fn renew_producer_id(
+        &self,
+        link: &mut crate::txn::CoordinatorLink,
+        id: &str,
+    ) -> Result<(), ClientError> {
+        let ms = self
+            .inner
+            .config
+            .transaction_timeout
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+        let ids = crate::txn::init_producer_id(link, id, ms).await?;
+        let mut acc = self.acc();
+        acc.ids = ids;
+        acc.sequences.clear();
+        acc.transactional = true;
         Ok(())
     }
 

@@ -378,34 +378,10 @@ impl GroupCoordinator {
         if check != 0 {
             return vec![check; offsets.len()];
         }
-        let mut codes = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for ((topic, partition), o) in offsets {
-            let known = broker.partition(&topic, partition).is_some();
-            if !known {
-                codes.push(3); // UNKNOWN_TOPIC_OR_PARTITION
-                continue;
-            }
-            if o.metadata.len() > 4096 {
-                codes.push(12); // OFFSET_METADATA_TOO_LARGE
-                continue;
-            }
-            codes.push(0);
-            records.push(OffsetsRecord::Offset {
-                group: group_id.to_string(),
-                topic: topic.clone(),
-                partition,
-                value: Some(o.clone()),
-            });
-            accepted.push(((topic, partition), o));
-        }
+        let (codes, records, accepted) = accept_offsets(broker, group_id, offsets);
         // Durable first, then visible: a commit that fails to persist is not reported.
         if !persist_records(broker, records).await {
-            return codes
-                .iter()
-                .map(|c| if *c == 0 { 15 } else { *c })
-                .collect(); // COORDINATOR_NOT_AVAILABLE
+            return not_persisted(codes);
         }
         let mut st = self.st();
         let map = st.offsets.entry(group_id.to_string()).or_default();
@@ -479,43 +455,24 @@ impl GroupCoordinator {
         if check != 0 {
             return vec![check; offsets.len()];
         }
-        let mut codes = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for ((topic, partition), o) in offsets {
-            if broker.partition(&topic, partition).is_none() {
-                codes.push(3);
-                continue;
-            }
-            if o.metadata.len() > 4096 {
-                codes.push(12);
-                continue;
-            }
-            codes.push(0);
-            records.push(OffsetsRecord::Offset {
-                group: group_id.to_string(),
-                topic: topic.clone(),
-                partition,
-                value: Some(o.clone()),
-            });
-            accepted.push(PendingOffset {
-                group: group_id.to_string(),
-                topic,
-                partition,
-                value: o,
-            });
-        }
+        let (codes, records, accepted) = accept_offsets(broker, group_id, offsets);
         if !persist_records_in(broker, records, Some(producer)).await {
-            return codes
-                .iter()
-                .map(|c| if *c == 0 { 15 } else { *c })
-                .collect();
+            return not_persisted(codes);
         }
         self.st()
             .pending_txn
             .entry(producer.0)
             .or_default()
-            .extend(accepted);
+            .extend(
+                accepted
+                    .into_iter()
+                    .map(|((topic, partition), value)| PendingOffset {
+                        group: group_id.to_string(),
+                        topic,
+                        partition,
+                        value,
+                    }),
+            );
         codes
     }
 
@@ -623,6 +580,48 @@ impl GroupCoordinator {
         persist_records(broker, records).await;
         Ok(codes)
     }
+}
+
+type Offsets = Vec<((String, i32), CommittedOffset)>;
+
+/// The per-partition checks of OffsetCommit and TxnOffsetCommit: a code per offset (in
+/// order), the records to write and the offsets accepted.
+fn accept_offsets(
+    broker: &Broker,
+    group_id: &str,
+    offsets: Offsets,
+) -> (Vec<i16>, Vec<OffsetsRecord>, Offsets) {
+    let mut codes = Vec::with_capacity(offsets.len());
+    let mut records = Vec::new();
+    let mut accepted = Vec::new();
+    for ((topic, partition), o) in offsets {
+        if broker.partition(&topic, partition).is_none() {
+            codes.push(3); // UNKNOWN_TOPIC_OR_PARTITION
+            continue;
+        }
+        if o.metadata.len() > 4096 {
+            codes.push(12); // OFFSET_METADATA_TOO_LARGE
+            continue;
+        }
+        codes.push(0);
+        records.push(OffsetsRecord::Offset {
+            group: group_id.to_string(),
+            topic: topic.clone(),
+            partition,
+            value: Some(o.clone()),
+        });
+        accepted.push(((topic, partition), o));
+    }
+    (codes, records, accepted)
+}
+
+/// The codes to answer when the accepted offsets could not be written:
+/// COORDINATOR_NOT_AVAILABLE in place of success.
+fn not_persisted(codes: Vec<i16>) -> Vec<i16> {
+    codes
+        .into_iter()
+        .map(|c| if c == 0 { 15 } else { c })
+        .collect()
 }
 
 /// `__consumer_offsets`, created on first use.

@@ -6,11 +6,22 @@ use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::{Broker, now_ms};
 use crate::group::coordinator::Committer;
 use crate::group::errors;
 use crate::group::offsets_log::CommittedOffset;
+
+/// An offset as committed now.
+pub fn committed(offset: i64, leader_epoch: i32, metadata: Option<&StrBytes>) -> CommittedOffset {
+    CommittedOffset {
+        offset,
+        leader_epoch,
+        metadata: metadata.map(|m| m.as_str().to_string()).unwrap_or_default(),
+        commit_timestamp: now_ms(),
+    }
+}
 
 /// Answers OffsetCommit.
 pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -20,16 +31,11 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest) -> OffsetCom
         for p in &t.partitions {
             flat.push((
                 (t.name.0.as_str().to_string(), p.partition_index),
-                CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.as_str().to_string())
-                        .unwrap_or_default(),
-                    commit_timestamp: now_ms(),
-                },
+                committed(
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref(),
+                ),
             ));
         }
     }

@@ -5,9 +5,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
-use crate::broker::{Broker, now_ms};
+use super::offset_commit::committed;
+use crate::broker::Broker;
 use crate::group::coordinator::{Committer, OFFSETS_PARTITIONS};
-use crate::group::offsets_log::{self, CommittedOffset};
+use crate::group::offsets_log;
 use crate::txn::{Verify, errors};
 
 /// Answers TxnOffsetCommit.
@@ -22,16 +23,11 @@ pub async fn handle(
         for p in &t.partitions {
             flat.push((
                 (t.name.0.as_str().to_string(), p.partition_index),
-                CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.as_str().to_string())
-                        .unwrap_or_default(),
-                    commit_timestamp: now_ms(),
-                },
+                committed(
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref(),
+                ),
             ));
         }
     }
