@@ -25,6 +25,7 @@ import json
 import os
 import pathlib
 import queue
+import re
 import signal
 import socket
 import struct
@@ -808,3 +809,33 @@ def test_java_consume_transform_produce_is_exactly_once_across_kill_9(java_env, 
     raw = check_exactly_once(txn_broker.bootstrap, in_values, out_topic, partitions,
                              lambda v: v.upper() + b"|eos-java")
     assert raw > n, f"the raw output log holds {raw} records: the killed transaction left nothing to abort"
+
+
+# --------------------------------------------------------------------------- on disk, read by Kafka
+
+def test_markers_txnindex_and_producer_snapshot_are_what_kafkas_dump_log_segments_reads(fresh_broker, java_env):
+    """Commit 3 records, abort 2, commit 1; after a clean stop Kafka's DumpLogSegments
+    finds the markers in the log, the aborted range in the .txnindex and the producer in the
+    snapshot written at the log end."""
+    from javakit import dump_log_segments
+
+    fresh_broker.start()
+    topic = unique_topic("dump")
+    create_topic(fresh_broker.bootstrap, topic, 1)
+    p = txn_producer(fresh_broker.bootstrap, f"dump-{topic}")
+    p.init_transactions(OP_TIMEOUT)
+    for values, commit in ((vals("c", 3), True), (vals("a", 2), False), (vals("d", 1), True)):
+        p.begin_transaction()
+        produce_txn(p, topic, values)
+        (p.commit_transaction if commit else p.abort_transaction)(OP_TIMEOUT)
+    assert fresh_broker.stop() in (0, 143), "clean stop (143: a JVM ended by SIGTERM)"
+    part = fresh_broker.data_dir / f"{topic}-0"
+    # c0..c2 @0-2, COMMIT @3, a0..a1 @4-5, ABORT @6, d0 @7, COMMIT @8: log end 9.
+    log = dump_log_segments(fresh_broker, [part / f"{0:020d}.log"], "--print-data-log")
+    markers = re.findall(r"offset: (\d+) .*endTxnMarker: (COMMIT|ABORT)", log)
+    assert markers == [("3", "COMMIT"), ("6", "ABORT"), ("8", "COMMIT")], log[:3000]
+    txn = dump_log_segments(fresh_broker, [part / f"{0:020d}.txnindex"])
+    entries = re.findall(r"producerId: (\d+) firstOffset: (\d+) lastOffset: (\d+) lastStableOffset: (\d+)", txn)
+    assert len(entries) == 1 and entries[0][1:] == ("4", "6", "7"), txn
+    snap = dump_log_segments(fresh_broker, [part / f"{9:020d}.snapshot"])
+    assert re.search(rf"producerId: {entries[0][0]} producerEpoch: \d+ .*currentTxnFirstOffset: OptionalLong.empty", snap), snap
