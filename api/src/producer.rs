@@ -397,6 +397,10 @@ struct Accumulator {
     ids: (i64, i16),
     /// Whether batches are built transactional.
     transactional: bool,
+    /// Partitions with a batch in flight. An idempotent producer sends one batch per
+    /// partition at a time, so batches reach the broker in sequence order (a later one
+    /// arriving first would be accepted for a partition the broker has no state for).
+    busy: std::collections::HashSet<(String, i32)>,
 }
 
 /// The transactional side of a producer.
@@ -840,7 +844,16 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
     });
 }
 
+/// A batch is no longer in flight: the next one of its partition may go.
+fn release(inner: &Inner, b: &ReadyBatch) {
+    let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+    if acc.busy.remove(&(b.topic.clone(), b.partition)) {
+        inner.wake.notify_one();
+    }
+}
+
 fn finish(inner: &Inner, batch: ReadyBatch, result: Result<(i64, i64), ClientError>) {
+    release(inner, &batch);
     let n = batch.waiters.len();
     for (i, (tx, ts)) in batch.waiters.into_iter().enumerate() {
         let r = match &result {
@@ -892,13 +905,30 @@ async fn sender_loop(inner: Arc<Inner>) {
                 next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
             }
             let mut keep = VecDeque::new();
+            let ordered = acc.ids.0 >= 0;
+            let mut held: std::collections::HashSet<(String, i32)> = Default::default();
             while let Some(b) = acc.ready.pop_front() {
+                let key = (b.topic.clone(), b.partition);
+                if ordered && (acc.busy.contains(&key) || held.contains(&key)) {
+                    // Behind an earlier batch of its partition: keep the order.
+                    held.insert(key);
+                    keep.push_back(b);
+                    continue;
+                }
                 match b.retry_at {
                     Some(t) if t > now => {
                         next_deadline = Some(next_deadline.map_or(t, |n| n.min(t)));
+                        if ordered {
+                            held.insert(key);
+                        }
                         keep.push_back(b);
                     }
-                    _ => due.push(b),
+                    _ => {
+                        if ordered {
+                            acc.busy.insert(key);
+                        }
+                        due.push(b)
+                    }
                 }
             }
             acc.ready = keep;
@@ -939,12 +969,10 @@ fn requeue_if(inner: &Arc<Inner>, mut b: ReadyBatch, err: ClientError, retriable
     if retriable && b.attempts < cfg.retries && b.first_ready.elapsed() < cfg.delivery_timeout {
         b.attempts += 1;
         b.retry_at = Some(Instant::now() + cfg.client.retry_backoff);
-        inner
-            .acc
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ready
-            .push_front(b);
+        let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+        acc.busy.remove(&(b.topic.clone(), b.partition));
+        acc.ready.push_front(b);
+        drop(acc);
         inner.wake.notify_one();
     } else {
         finish(inner, b, Err(err));
