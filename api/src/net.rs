@@ -262,6 +262,34 @@ impl BrokerConnection {
         self.raw_request(req, version, true).await.map(|_| ())
     }
 
+    /// Queues `req` at `version` now, so requests leave in the order they are queued, and
+    /// returns the future of its decoded response.
+    pub fn start_at<R>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<
+        impl std::future::Future<Output = Result<R::Response, ClientError>> + Send + 'static,
+        ClientError,
+    >
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion + Send + 'static,
+    {
+        let rx = self.enqueue(req, version, false)?;
+        let conn = self.clone();
+        Ok(async move {
+            let mut body = conn.wait(rx).await?;
+            ResponseHeader::decode(
+                &mut body,
+                <R::Response as HeaderVersion>::header_version(version),
+            )
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            R::Response::decode(&mut body, version)
+                .map_err(|e| ClientError::Protocol(e.to_string()))
+        })
+    }
+
     /// Returns the whole response after the size prefix: header, then body.
     async fn raw_request<R: Request>(
         &self,
@@ -269,6 +297,19 @@ impl BrokerConnection {
         version: i16,
         no_response: bool,
     ) -> Result<Bytes, ClientError> {
+        match self.enqueue(req, version, no_response)? {
+            None => Ok(Bytes::new()),
+            Some(rx) => self.wait(Some(rx)).await,
+        }
+    }
+
+    /// Encodes and queues a request; the receiver of its response unless none is expected.
+    fn enqueue<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        no_response: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<Bytes, ClientError>>>, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
@@ -290,26 +331,31 @@ impl BrokerConnection {
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let len = (buf.len() - 4) as i32;
         buf[0..4].copy_from_slice(&len.to_be_bytes());
-        if no_response {
-            self.inner
-                .tx
-                .send(Outgoing {
-                    frame: buf.freeze(),
-                    correlation_id: id,
-                    reply: None,
-                })
-                .map_err(|_| ClientError::Disconnected)?;
-            return Ok(Bytes::new());
-        }
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = if no_response {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
         self.inner
             .tx
             .send(Outgoing {
                 frame: buf.freeze(),
                 correlation_id: id,
-                reply: Some(tx),
+                reply,
             })
             .map_err(|_| ClientError::Disconnected)?;
+        Ok(rx)
+    }
+
+    /// Waits for a queued request's response within `request.timeout.ms`.
+    async fn wait(
+        &self,
+        rx: Option<oneshot::Receiver<Result<Bytes, ClientError>>>,
+    ) -> Result<Bytes, ClientError> {
+        let Some(rx) = rx else {
+            return Ok(Bytes::new());
+        };
         match tokio::time::timeout(self.inner.request_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ClientError::Disconnected),

@@ -1050,11 +1050,10 @@ async fn dispatch(inner: &Arc<Inner>, due: Vec<ReadyBatch>) {
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;
             };
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                send_request(&inner, leader, group).await;
-                drop(permit);
-            });
+            // Requests are queued on the connection here, in order, so batches of one
+            // partition reach the broker in the order they were closed; only the wait for
+            // the answer runs in its own task.
+            send_request(inner, leader, group, permit).await;
         }
     }
 }
@@ -1116,7 +1115,12 @@ async fn idempotent_producer_id(cluster: &Cluster) -> Result<(i64, i16), ClientE
     Ok((resp.producer_id.0, resp.producer_epoch))
 }
 
-async fn send_request(inner: &Arc<Inner>, leader: i32, batches: Vec<ReadyBatch>) {
+async fn send_request(
+    inner: &Arc<Inner>,
+    leader: i32,
+    batches: Vec<ReadyBatch>,
+    permit: OwnedSemaphorePermit,
+) {
     let conn = match inner.cluster.connection(leader).await {
         Ok(c) => c,
         Err(e) => {
@@ -1168,7 +1172,29 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, batches: Vec<ReadyBatch>)
         }
         return;
     }
-    match conn.send_at(&req, version).await {
+    let pending = match conn.start_at(&req, version) {
+        Ok(p) => p,
+        Err(e) => {
+            for b in batches {
+                requeue(inner, b, e.clone());
+            }
+            return;
+        }
+    };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let result = pending.await;
+        handle_produce_response(&inner, batches, result).await;
+        drop(permit);
+    });
+}
+
+async fn handle_produce_response(
+    inner: &Arc<Inner>,
+    batches: Vec<ReadyBatch>,
+    result: Result<kafka_protocol::messages::ProduceResponse, ClientError>,
+) {
+    match result {
         Err(e) => {
             for b in batches {
                 requeue(inner, b, e.clone());

@@ -211,21 +211,19 @@ async fn a_zombie_producer_is_fenced_and_its_records_stay_invisible() {
     assert_eq!(out, vec!["fresh".to_string()]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_idempotent_producer_keeps_each_partitions_order_under_load() {
+/// Sends 30,000 records over 6 partitions with small batches and no linger (many batches
+/// per partition queued at once, where a later one could overtake an earlier one) and
+/// checks every partition holds its records once, in send order.
+async fn order_under_load(extra: &[(&str, &str)]) {
     let b = TestBroker::start(&[]).await;
     topic(&b, "order", 6).await;
-    // Small batches and no linger: many batches per partition queue up at once, the case
-    // where a later batch could overtake an earlier one.
-    let p = producer(
-        &b,
-        &[
-            ("batch.size", "4096"),
-            ("linger.ms", "0"),
-            ("delivery.timeout.ms", "20000"),
-        ],
-    )
-    .await;
+    let mut settings = vec![
+        ("batch.size", "4096"),
+        ("linger.ms", "0"),
+        ("delivery.timeout.ms", "20000"),
+    ];
+    settings.extend_from_slice(extra);
+    let p = producer(&b, &settings).await;
     let mut deliveries = Vec::new();
     for i in 0..30_000u32 {
         let rec = ProducerRecord::new("order")
@@ -249,4 +247,14 @@ async fn an_idempotent_producer_keeps_each_partitions_order_under_load() {
             "partition {part} holds its records once, in send order"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotent_producer_keeps_each_partitions_order_under_load() {
+    order_under_load(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plain_producer_keeps_each_partitions_order_when_nothing_fails() {
+    order_under_load(&[("acks", "1")]).await;
 }
