@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Python (confluent-kafka / librdkafka) workloads used by bench/suite.py. Each subcommand is
+run as its own process, so the orchestrator never shares a GIL with a measured client.
+
+    clients.py produce --bootstrap B --topic T --num-records N --record-size S
+        Throughput producer (acks=1, linger.ms=5, batch.size=65536): one JSON line
+        {"records", "seconds", "records_per_sec", "errors"} on stdout.
+
+    clients.py latency --bootstrap B --topic T [--rate-mb 20] [--record-size 1024]
+                       [--warmup 5] [--duration 20]
+        End-to-end latency at a fixed rate: a producer process stamps each value with
+        time.time_ns() at produce(); a consumer process (this one) assigned to every
+        partition from the beginning computes receive time - send time. Percentiles over the
+        records sent during the measurement window (after the warm-up). One JSON line.
+
+    clients.py mock-cluster
+        librdkafka's in-memory mock cluster (1 broker) in this process, standing in for a
+        broker: prints "BOOTSTRAP host:port", then serves commands from stdin
+        ("create TOPIC PARTITIONS" -> "ok" / "error N") until EOF.
+"""
+
+import argparse
+import ctypes
+import glob
+import json
+import multiprocessing as mp
+import os
+import struct
+import sys
+import time
+
+# Identical producer settings for every broker (and the mock cluster).
+PRODUCER_CONF = {
+    "acks": 1,
+    "linger.ms": 5,
+    "batch.size": 65536,
+    "queue.buffering.max.messages": 1_000_000,
+    "delivery.report.only.error": True,
+}
+
+LATENCY_PRODUCER_CONF = {"acks": 1, "linger.ms": 1}
+LATENCY_CONSUMER_CONF = {"fetch.wait.max.ms": 10, "fetch.min.bytes": 1, "enable.auto.commit": False}
+
+
+def cmd_produce(a) -> None:
+    from confluent_kafka import Producer
+
+    errors = []
+
+    def on_error(err, _msg):  # called only for failed records (delivery.report.only.error)
+        if err is not None and len(errors) < 5:
+            errors.append(str(err))
+        elif err is not None:
+            errors.append(None)
+
+    p = Producer({"bootstrap.servers": a.bootstrap, **PRODUCER_CONF, "on_delivery": on_error})
+    p.list_topics(a.topic, timeout=30)  # metadata first, as the Java tools do
+    payload = b"x" * a.record_size
+    produce, poll = p.produce, p.poll
+    start = time.perf_counter()
+    for _ in range(a.num_records):
+        while True:
+            try:
+                produce(a.topic, payload)
+                break
+            except BufferError:
+                poll(0.001)
+    left = p.flush(300)
+    secs = time.perf_counter() - start
+    n_err = len(errors) + left
+    print(json.dumps({"records": a.num_records, "seconds": secs,
+                      "records_per_sec": a.num_records / secs, "errors": n_err,
+                      "error_samples": [e for e in errors if e][:5],
+                      "unflushed": left}), flush=True)
+    sys.exit(1 if n_err else 0)
+
+
+def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, t_end_ns, out_q):
+    from confluent_kafka import Producer
+
+    errs = [0]
+
+    def on_delivery(err, _msg):
+        if err is not None:
+            errs[0] += 1
+
+    p = Producer({"bootstrap.servers": bootstrap, **LATENCY_PRODUCER_CONF,
+                  "delivery.report.only.error": True, "on_delivery": on_delivery})
+    p.list_topics(topic, timeout=30)
+    filler = b"x" * (size - 8)
+    rate = rate_bytes / size  # records/s
+    while time.time_ns() < t_start_ns:
+        time.sleep(0.001)
+    sent = 0
+    begin = time.perf_counter()
+    while True:
+        now = time.time_ns()
+        if now >= t_end_ns:
+            break
+        due = int((time.perf_counter() - begin) * rate)
+        while sent < due:
+            ts = time.time_ns()
+            try:
+                p.produce(topic, struct.pack(">q", ts) + filler)
+            except BufferError:
+                p.poll(0.001)
+                continue
+            sent += 1
+        p.poll(0)
+        time.sleep(0.0005)
+    elapsed = time.perf_counter() - begin
+    left = p.flush(60)
+    out_q.put({"sent": sent, "elapsed": elapsed, "errors": errs[0] + left})
+
+
+def cmd_latency(a) -> None:
+    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+
+    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"bench-latency-{os.getpid()}",
+                  **LATENCY_CONSUMER_CONF})
+    md = c.list_topics(a.topic, timeout=30)
+    parts = sorted(md.topics[a.topic].partitions)
+    c.assign([TopicPartition(a.topic, p, OFFSET_BEGINNING) for p in parts])
+    # let the consumer connect and start fetching before the producer begins
+    t_settle = time.time() + 2
+    while time.time() < t_settle:
+        c.poll(0.1)
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    t0 = time.time_ns() + 1_000_000_000  # producer starts 1 s from now (spawn time)
+    win_lo = t0 + int(a.warmup * 1e9)
+    win_hi = win_lo + int(a.duration * 1e9)
+    prod = ctx.Process(target=_latency_producer,
+                       args=(a.bootstrap, a.topic, a.rate_mb * 1e6, a.record_size, t0, win_hi, q))
+    prod.start()
+    lat_ns = []
+    received = 0
+    window_bytes = 0
+    result = None
+    deadline_after_done = None
+    hard_deadline = time.time() + 1 + a.warmup + a.duration + 120
+    next_check_ns = 0
+    while True:
+        # poll() returns as soon as one record is there (consume(n) would wait to fill n)
+        m = c.poll(0.05)
+        now = time.time_ns()
+        if m is not None and not m.error():
+            v = m.value()
+            received += 1
+            ts = struct.unpack(">q", v[:8])[0]
+            if win_lo <= ts < win_hi:
+                lat_ns.append(now - ts)
+                window_bytes += len(v)
+        if now < next_check_ns:
+            continue
+        next_check_ns = now + 100_000_000
+        if time.time() > hard_deadline:
+            print(json.dumps({"error": f"timed out: {received} records received, producer "
+                              f"{'done' if result else 'not done'}"}), flush=True)
+            prod.kill()
+            os._exit(1)
+        if result is None:
+            try:
+                result = q.get_nowait()
+                deadline_after_done = time.time() + 10
+            except Exception:
+                if not prod.is_alive() and prod.exitcode not in (None, 0):
+                    print(json.dumps({"error": f"producer process exited {prod.exitcode}"}), flush=True)
+                    os._exit(1)
+        if result is not None and (received >= result["sent"] or time.time() > deadline_after_done):
+            break
+    prod.join(10)
+    c.close()
+    lat_ns.sort()
+    n = len(lat_ns)
+
+    def pct(q: float) -> float:
+        if not n:
+            return float("nan")
+        import math
+        return lat_ns[max(0, math.ceil(q * n) - 1)] / 1e6
+
+    out = {"sent": result["sent"], "received": received, "lost": result["sent"] - received,
+           "producer_errors": result["errors"], "measured": n,
+           "window_mb_per_sec": window_bytes / 1e6 / a.duration,
+           "target_mb_per_sec": a.rate_mb,
+           "p50_ms": pct(0.50), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+           "max_ms": lat_ns[-1] / 1e6 if n else float("nan"),
+           "bytes": result["sent"] * a.record_size}
+    print(json.dumps(out), flush=True)
+    sys.exit(0 if n and out["lost"] == 0 and not result["errors"] else 1)
+
+
+def _librdkafka():
+    import confluent_kafka
+    libdir = os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)), "confluent_kafka.libs")
+    cands = glob.glob(os.path.join(libdir, "librdkafka*.so*"))
+    if not cands:  # confluent-kafka built against a system librdkafka
+        cands = ["librdkafka.so.1"]
+    lib = ctypes.CDLL(cands[0])
+    lib.rd_kafka_conf_new.restype = ctypes.c_void_p
+    lib.rd_kafka_new.restype = ctypes.c_void_p
+    lib.rd_kafka_new.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    lib.rd_kafka_mock_cluster_new.restype = ctypes.c_void_p
+    lib.rd_kafka_mock_cluster_new.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.rd_kafka_mock_cluster_bootstraps.restype = ctypes.c_char_p
+    lib.rd_kafka_mock_cluster_bootstraps.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_mock_topic_create.restype = ctypes.c_int
+    lib.rd_kafka_mock_topic_create.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+    return lib
+
+
+def cmd_mock_cluster(_a) -> None:
+    lib = _librdkafka()
+    errstr = ctypes.create_string_buffer(512)
+    rk = lib.rd_kafka_new(0, lib.rd_kafka_conf_new(), errstr, 512)  # 0 = RD_KAFKA_PRODUCER
+    if not rk:
+        print("error rd_kafka_new: " + errstr.value.decode(), flush=True)
+        sys.exit(1)
+    mc = lib.rd_kafka_mock_cluster_new(rk, 1)
+    if not mc:
+        print("error rd_kafka_mock_cluster_new failed", flush=True)
+        sys.exit(1)
+    print("BOOTSTRAP " + lib.rd_kafka_mock_cluster_bootstraps(mc).decode(), flush=True)
+    for line in sys.stdin:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "create":
+            rc = lib.rd_kafka_mock_topic_create(mc, parts[1].encode(), int(parts[2]), 1)
+            print("ok" if rc == 0 else f"error {rc}", flush=True)
+        elif parts:
+            print("error unknown command", flush=True)
+    os._exit(0)  # skip destroying the cluster (and its data) on the way out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("produce")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--num-records", type=int, required=True)
+    p.add_argument("--record-size", type=int, required=True)
+    p = sub.add_parser("latency")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--rate-mb", type=float, default=20.0, help="MB/s (10^6 bytes)")
+    p.add_argument("--record-size", type=int, default=1024)
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--duration", type=float, default=20.0)
+    sub.add_parser("mock-cluster")
+    a = ap.parse_args()
+    {"produce": cmd_produce, "latency": cmd_latency, "mock-cluster": cmd_mock_cluster}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

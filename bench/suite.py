@@ -1,0 +1,1042 @@
+#!/usr/bin/env python3
+"""Runnel vs Apache Kafka 4.1.1 benchmark suite (see bench/README.md). Run it as
+
+    bash bench/run [--runs N] [--quick] [--only 1,2,...] [--out FILE]
+
+Each run starts a fresh Runnel broker, runs the selected scenarios, stops it, then does the
+same with a fresh Kafka broker (R, K, R, K, ...); the table shows the median over the runs.
+Progress goes to stderr, the markdown table (and the machine's limits) to stdout."""
+
+import argparse
+import atexit
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RUNNEL = ROOT / "target" / "release" / "runnel"
+JAVA_DIR = ROOT / "tests" / "interop" / "java"
+JAVA_CP = str(JAVA_DIR / "lib") + "/*"
+KAFKA_SH = JAVA_DIR / "kafka-as-runnel.sh"
+CLIENTS = BENCH / "clients.py"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GIB = 1 << 30
+T0 = time.monotonic()
+
+# Java tools: the heap kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh use, quiet logs
+JAVA_TOOL = ["java", "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", JAVA_CP]
+PRODUCER_PROPS = ["acks=1", "linger.ms=5", "batch.size=65536"]
+
+SIZES = {
+    "default": dict(n100=2_000_000, n1k=500_000, warm=300_000, lat_warmup=5.0, lat_duration=20.0,
+                    n_fsync=200_000, idle_topics=100, idle_parts=10, idle_wait=10.0, idle_settle=5.0,
+                    iperf_secs=5, dd_mib=2048, dsync_count=2000, step_timeout=600, runs=3),
+    "quick": dict(n100=50_000, n1k=20_000, warm=10_000, lat_warmup=2.0, lat_duration=5.0,
+                  n_fsync=10_000, idle_topics=100, idle_parts=10, idle_wait=3.0, idle_settle=2.0,
+                  iperf_secs=2, dd_mib=256, dsync_count=300, step_timeout=240, runs=1),
+}
+
+KINDS = ("runnel", "kafka")
+LABEL = {"runnel": "Runnel", "kafka": "Kafka", "mock": "mock cluster"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StepError(Exception):
+    """A measured step failed; the message goes into the table cell."""
+
+
+class BrokerDied(StepError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# processes we start (and must stop)
+
+_CHILDREN: set = set()  # live client Popen objects
+_BROKERS: set = set()   # live Broker objects
+
+
+def _cleanup() -> None:
+    for p in list(_CHILDREN):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # its own session: the group id is its pid
+        except OSError:
+            pass
+        _CHILDREN.discard(p)
+    for b in list(_BROKERS):
+        try:
+            b.stop()
+        except Exception as e:  # noqa: BLE001
+            log(f"stopping {b.kind}: {e}")
+
+
+atexit.register(_cleanup)
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime (fields 14, 15)
+
+
+def proc_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise StepError("no VmRSS")
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def admin(bootstrap: str):
+    from confluent_kafka.admin import AdminClient
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 10000})
+
+
+class Broker:
+    """A broker process: `runnel server`, Kafka via kafka-as-runnel.sh, or librdkafka's mock
+    cluster (bench/clients.py mock-cluster)."""
+
+    def __init__(self, kind: str, tmp: Path, tag: str):
+        self.kind = kind
+        self.dir = tmp / f"{kind}-{tag}"
+        self.dir.mkdir(parents=True)
+        self.proc = None
+        self.port = None
+        self.bootstrap = None
+        self.log_path = self.dir / "broker.log"
+        self.stop_info = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self, timeout: float) -> float:
+        t = time.monotonic()
+        logf = open(self.log_path, "wb")
+        if self.kind == "mock":
+            self.proc = subprocess.Popen([sys.executable, str(CLIENTS), "mock-cluster"], cwd=ROOT,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf,
+                                         text=True, start_new_session=True)
+            _BROKERS.add(self)
+            line = self.proc.stdout.readline().strip()
+            if not line.startswith("BOOTSTRAP "):
+                raise StepError(f"mock cluster did not start: {line or self.tail()}")
+            self.bootstrap = line.split()[1]
+            return time.monotonic() - t
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port}"
+        data = self.dir / "data"
+        if self.kind == "runnel":
+            # kafka-as-runnel.sh sets group.initial.rebalance.delay.ms=0 for Kafka: same here
+            cmd = [str(RUNNEL), "server", "--listeners", listeners, "--log-dirs", str(data),
+                   "--override", "group.initial.rebalance.delay.ms=0"]
+        else:
+            cmd = ["bash", str(KAFKA_SH), "server", "--listeners", listeners, "--log-dirs", str(data)]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=logf,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        _BROKERS.add(self)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise StepError(f"{self.kind} exited with {self.proc.returncode} at start: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise StepError(f"{self.kind} not ready within {timeout:.0f}s: {self.tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+            except OSError:
+                time.sleep(0.2)
+                continue
+            try:
+                admin(self.bootstrap).list_topics(timeout=3)  # a metadata request answered
+                return time.monotonic() - t
+            except Exception:  # noqa: BLE001
+                time.sleep(0.3)
+
+    def tail(self, n: int = 3) -> str:
+        try:
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return " | ".join(lines[-n:])[-300:]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def death(self) -> str:
+        rc = self.proc.returncode
+        why = f"killed by signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        errs = [ln for ln in lines if re.search(r"panic|ERROR|FATAL|Exception", ln)]
+        return f"{LABEL[self.kind]} broker died ({why})" + (f": {errs[-1][-200:]}" if errs else "")
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise BrokerDied(self.death())
+
+    def cpu(self) -> float:
+        self.check_alive()
+        return proc_cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int:
+        self.check_alive()
+        return proc_rss_kib(self.pid)
+
+    def create_topic(self, name: str, partitions: int = 6, config: dict | None = None) -> None:
+        if self.kind == "mock":
+            self.proc.stdin.write(f"create {name} {partitions}\n")
+            self.proc.stdin.flush()
+            ans = self.proc.stdout.readline().strip()
+            if ans != "ok":
+                raise StepError(f"mock create topic {name}: {ans}")
+            return
+        create_topics(self.bootstrap, [name], partitions, config)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        t = time.monotonic()
+        if self.proc.poll() is None:
+            if self.kind == "mock":
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+            else:
+                self.proc.send_signal(signal.SIGTERM)
+            killed = False
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                log(f"{self.kind} (pid {self.pid}) did not stop within 60 s of SIGTERM: SIGKILL")
+                self.proc.kill()
+                self.proc.wait(10)
+                killed = True
+            self.stop_info = {"rc": self.proc.returncode, "seconds": round(time.monotonic() - t, 1), "killed": killed}
+        elif self.stop_info is None:
+            self.stop_info = {"rc": self.proc.returncode, "seconds": 0.0, "killed": False, "already_exited": True}
+        _BROKERS.discard(self)
+
+
+def stored_records(bootstrap: str, topic: str) -> int:
+    """Sum of the partitions' high watermarks (what the broker says it stored)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-check", "log_level": 0})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        total = 0
+        for p in md.topics[topic].partitions:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += hi
+        return total
+    finally:
+        c.close()
+
+
+def create_topics(bootstrap: str, names: list, partitions: int, config: dict | None = None,
+                  timeout: float = 120) -> None:
+    from confluent_kafka.admin import NewTopic
+    a = admin(bootstrap)
+    for i in range(0, len(names), 25):
+        chunk = names[i:i + 25]
+        fs = a.create_topics([NewTopic(n, partitions, 1, config={k: str(v) for k, v in (config or {}).items()})
+                              for n in chunk], request_timeout=60)
+        for n, f in fs.items():
+            try:
+                f.result(timeout)
+            except Exception as e:  # noqa: BLE001
+                raise StepError(f"create topic {n}: {e}") from None
+    # wait until metadata shows every partition with a leader
+    deadline = time.monotonic() + timeout
+    want = set(names)
+    while True:
+        md = a.list_topics(timeout=10)
+        ready = {n for n in want if n in md.topics and md.topics[n].error is None
+                 and len(md.topics[n].partitions) == partitions
+                 and all(p.leader >= 0 for p in md.topics[n].partitions.values())}
+        if ready == want:
+            return
+        if time.monotonic() > deadline:
+            raise StepError(f"{len(want - ready)} topics without leaders after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+class RssSampler:
+    """VmRSS of a pid every 0.5 s in a thread; `.stop()` returns the peak (KiB)."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        self.pid, self.interval, self.peak, self.samples = pid, interval, 0, 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while True:
+            try:
+                self.peak = max(self.peak, proc_rss_kib(self.pid))
+                self.samples += 1
+            except Exception:  # noqa: BLE001
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join()
+        return self.peak
+
+
+# --------------------------------------------------------------------------------------------
+# running client tools
+
+
+def run_client(cmd: list, timeout: float, logdir: Path, name: str) -> str:
+    """Run a client to completion; its stdout, or StepError with a reason."""
+    out_p, err_p = logdir / f"{name}.out", logdir / f"{name}.err"
+    with open(out_p, "wb") as out, open(err_p, "wb") as err:
+        p = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=err, start_new_session=True)
+        _CHILDREN.add(p)
+        try:
+            rc = p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise StepError(f"timed out after {timeout:.0f}s") from None
+        finally:
+            if p.poll() is None:  # interrupted (SIGTERM / Ctrl-C): don't leave the client behind
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                p.wait()
+            _CHILDREN.discard(p)
+    stdout = out_p.read_text(errors="replace")
+    if rc != 0:
+        raise StepError(f"exit {rc}: {error_reason(stdout, err_p.read_text(errors='replace'))}")
+    return stdout
+
+
+def error_reason(stdout: str, stderr: str) -> str:
+    for line in stdout.splitlines()[::-1]:
+        if line.startswith("{") and '"error' in line:
+            try:
+                d = json.loads(line)
+                return str(d.get("error") or d.get("error_samples"))[:160]
+            except ValueError:
+                pass
+    lines = [ln.strip() for ln in (stderr + "\n" + stdout).splitlines() if ln.strip()]
+    keyed = [ln for ln in lines if re.search(r"error|exception|fail", ln, re.I)]
+    pick = (keyed or lines or ["no output"])[-1]
+    return pick[:160]
+
+
+PP_RE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\),"
+                   r" ([\d.]+) ms avg latency, ([\d.]+) ms max latency")
+
+
+def parse_perf_produce(stdout: str, n: int) -> dict:
+    """Final summary line of ProducerPerformance / runnel perf produce."""
+    m = None
+    for line in stdout.splitlines():
+        mm = PP_RE.search(line)
+        if mm:
+            m = mm
+    if not m:
+        raise StepError("no summary line: " + (stdout.strip().splitlines() or ["empty output"])[-1][:120])
+    sent = int(m.group(1))
+    if sent != n:
+        raise StepError(f"only {sent} of {n} records sent")
+    pct = re.findall(r"([\d.]+) ms (50th|95th|99th|99\.9th)", stdout.splitlines()[-1])
+    return {"records_per_sec": float(m.group(2)), "avg_latency_ms": float(m.group(4)),
+            "max_latency_ms": float(m.group(5)), **{f"p{k}_ms": float(v) for v, k in pct}}
+
+
+def parse_perf_consume(stdout: str, n: int) -> dict:
+    """ConsumerPerformance / runnel perf consume: a CSV header line and a values line."""
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if "MB.sec" in ln and i + 1 < len(lines):
+            keys = [k.strip() for k in ln.split(",")]
+            vals = [v.strip() for v in lines[i + 1].split(",")]
+            d = dict(zip(keys, vals))
+            got = int(float(d["data.consumed.in.nMsg"]))
+            if got < n:
+                raise StepError(f"only {got} of {n} records consumed")
+            return d
+    raise StepError("no result line: " + (lines or ["empty output"])[-1][:120])
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+class Results:
+    def __init__(self):
+        self.entries = []  # dicts: row, kind, run, value | error, cpu_s_per_gib, extra
+
+    def ok(self, row, kind, run, value, cpu=None, **extra):
+        extra.pop("cpu_per_gib", None)
+        self.entries.append({"row": row, "kind": kind, "run": run, "value": value,
+                             "cpu_s_per_gib": cpu, "error": None, **extra})
+
+    def fail(self, rows, kind, run, reason):
+        for row in rows:
+            self.entries.append({"row": row, "kind": kind, "run": run, "value": None,
+                                 "cpu_s_per_gib": None, "error": str(reason)})
+
+    def get(self, row, kind):
+        return [e for e in self.entries if e["row"] == row and e["kind"] == kind]
+
+    def median(self, row, kind, key="value"):
+        vals = [e[key] for e in self.get(row, kind) if e["error"] is None and e[key] is not None
+                and not (isinstance(e[key], float) and math.isnan(e[key]))]
+        return statistics.median(vals) if vals else None
+
+
+# rows of the table: id, scenario, metric, format, "higher is better"
+def row_specs(cfg) -> list:
+    n100, n1k = cfg["n100"], cfg["n1k"]
+    pp = "Kafka ProducerPerformance"
+    rows = []
+
+    def add(rid, scen, label, metric, fmt):
+        rows.append({"id": rid, "scenario": scen, "label": label, "metric": metric, "fmt": fmt})
+
+    for s, size, n in ((1, "100 B", n100), (2, "1 KiB", n1k)):
+        add(f"{s}.rps", s, f"{s}. produce {size} acks=1, {pp}", "records/s", "int")
+        add(f"{s}.mbs", s, f"{s}. produce {size} acks=1, {pp}", "MB/s", "f1")
+        add(f"{s}r.rps", s, f"{s}r. produce {size} acks=1, runnel perf produce", "records/s", "int")
+        add(f"{s}r.mbs", s, f"{s}r. produce {size} acks=1, runnel perf produce", "MB/s", "f1")
+        add(f"{s}m.rps", s, f"{s}m. produce {size} acks=1, confluent-kafka (Python)", "records/s", "int")
+    add("3.fetch", 3, "3. consume scenario 2's 1 KiB records, Kafka ConsumerPerformance", "MB/s (fetch, excl. group join)", "f1")
+    add("3.total", 3, "3. consume scenario 2's 1 KiB records, Kafka ConsumerPerformance", "MB/s (incl. group join)", "f1")
+    add("3r.mbs", 3, "3r. consume scenario 2's 1 KiB records, runnel perf consume", "MB/s", "f1")
+    lat = f"4. end-to-end latency, 1 KiB at {cfg['lat_rate']:g} MB/s, confluent-kafka"
+    add("4.p50", 4, lat, "p50 ms", "f2")
+    add("4.p99", 4, lat, "p99 ms", "f2")
+    add("4.p999", 4, lat, "p99.9 ms", "f2")
+    add("4.rate", 4, lat, "achieved MB/s", "f1")
+    fs = "5. produce 1 KiB acks=all, flush.messages=1 (fsync per batch), " + pp
+    add("5.rps", 5, fs, "records/s", "int")
+    add("5.mbs", 5, fs, "MB/s", "f1")
+    add("5.vs2", 5, fs, "÷ scenario 2 records/s (same broker)", "f3")
+    add("6.peak", 6, "6. broker memory", "peak RSS MiB during scenario 2", "int")
+    add("6.empty", 6, "6. broker memory", "RSS MiB, fresh broker, idle, no topics", "int")
+    add("6.idle", 6, "6. broker memory",
+        f"RSS MiB, idle {cfg['idle_wait']:g} s after creating {cfg['idle_topics'] * cfg['idle_parts']:,} partitions", "int")
+    add("6.create", 6, "6. broker memory",
+        f"s to create {cfg['idle_topics']} topics × {cfg['idle_parts']} partitions", "f2")
+    add("6.idlecpu", 6, "6. broker memory", f"broker CPU s during those {cfg['idle_wait']:g} s idle", "f2")
+    add("6.stop", 6, "6. broker memory", "s to shut down (SIGTERM) with those partitions", "f2")
+    return rows
+
+
+def fmt_num(v, fmt) -> str:
+    if v is None:
+        return "—"
+    if fmt == "int":
+        return f"{v:,.0f}"
+    if fmt == "f1":
+        return f"{v:,.1f}"
+    if fmt == "f2":
+        return f"{v:,.2f}"
+    return f"{v:,.3f}"
+
+
+def short(reason: str, n: int = 90) -> str:
+    reason = " ".join(str(reason).split()).replace("|", "/")
+    return reason if len(reason) <= n else reason[: n - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# the suite
+
+class Suite:
+    def __init__(self, args, cfg, tmp: Path):
+        self.args, self.cfg, self.tmp = args, cfg, tmp
+        self.only = args.only
+        self.res = Results()
+        self.limits = {}
+        self.sessions = []  # broker start/stop info for the raw JSON
+
+    def sel(self, s: int) -> bool:
+        return s in self.only
+
+    # one measured client run: CPU of the broker and of the client(s) around it
+    def measured(self, b: Broker, cmd: list, name: str, nbytes: int, logdir: Path):
+        os.sync()  # the previous step's dirty pages should not be written back during this one
+        c0, k0, t = b.cpu(), children_cpu(), time.monotonic()
+        out = run_client(cmd, self.cfg["step_timeout"], logdir, name)
+        wall = time.monotonic() - t
+        c1, k1 = b.cpu(), children_cpu()
+        cpu = c1 - c0
+        return out, {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(k1 - k0, 2), "wall_s": round(wall, 2),
+                     "bytes": nbytes, "cpu_per_gib": cpu / (nbytes / GIB) if nbytes else None}
+
+    def pp(self, b, topic, n, size, props=PRODUCER_PROPS):
+        return [*JAVA_TOOL, "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
+                "--num-records", n, "--record-size", size, "--throughput", "-1",
+                "--producer-props", f"bootstrap.servers={b.bootstrap}", *props]
+
+    def rp(self, b, topic, n, size):
+        return [RUNNEL, "--bootstrap-server", b.bootstrap, "perf", "produce", "--topic", topic,
+                "--num-records", n, "--record-size", size, "--producer-props", *PRODUCER_PROPS]
+
+    def py(self, b, topic, n, size):
+        return [sys.executable, CLIENTS, "produce", "--bootstrap", b.bootstrap, "--topic", topic,
+                "--num-records", n, "--record-size", size]
+
+    def check_stored(self, b, kind, topic, n) -> int:
+        """The broker must hold every record the client says was acknowledged."""
+        stored = stored_records(b.bootstrap, topic)
+        if stored < n:
+            raise StepError(f"client reported {n} records sent, broker's high watermarks sum to {stored}")
+        if stored > n:  # producer retries without idempotence may duplicate: not a loss
+            log(f"  {LABEL[kind]} {topic}: {stored - n} more records stored than sent (retried batches?)")
+        return stored
+
+    def step(self, b, kind, run, rows, fn):
+        """Run one step; on failure mark its rows failed. Re-raises BrokerDied."""
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            if b is not None and not b.alive():
+                e = BrokerDied(b.death())  # the client's error is a consequence
+            reason = str(e) if isinstance(e, StepError) else f"{type(e).__name__}: {e}"
+            log(f"  {LABEL[kind]} {rows[0]}: failed: {reason}")
+            self.res.fail(rows, kind, run, reason)
+        if b is not None and not b.alive():
+            raise BrokerDied(b.death())
+
+    def produce_rows(self, b, kind, run, prefix, tool, topic, n, size, logdir):
+        """ProducerPerformance / runnel perf produce / the Python producer: records/s, MB/s."""
+        def go():
+            b.create_topic(topic)
+            if tool == "py":
+                out, m = self.measured(b, self.py(b, topic, n, size), prefix, n * size, logdir)
+                d = json.loads(out.strip().splitlines()[-1])
+                rps, extra = d["records_per_sec"], {}
+            else:
+                cmd = self.pp(b, topic, n, size) if tool == "pp" else self.rp(b, topic, n, size)
+                out, m = self.measured(b, cmd, prefix, n * size, logdir)
+                extra = parse_perf_produce(out, n)
+                rps = extra.pop("records_per_sec")
+            if kind != "mock":
+                extra["stored"] = self.check_stored(b, kind, topic, n)
+            self.res.ok(f"{prefix}.rps", kind, run, rps, m["cpu_per_gib"], **m, **extra)
+            if tool != "py":
+                self.res.ok(f"{prefix}.mbs", kind, run, rps * size / 1e6, m["cpu_per_gib"], **m)
+            log(f"  {LABEL[kind]} {prefix}: {rps:,.0f} records/s, {rps * size / 1e6:,.1f} MB/s, "
+                f"broker CPU {m['broker_cpu_s']:.2f} s ({m['cpu_per_gib']:.2f} s/GiB), client CPU {m['client_cpu_s']:.2f} s")
+        rows = [f"{prefix}.rps"] + ([f"{prefix}.mbs"] if tool != "py" else [])
+        self.step(b, kind, run, rows, go)
+
+    def main_session(self, kind: str, run: int) -> None:
+        cfg = self.cfg
+        b = Broker(kind, self.tmp, f"run{run}")
+        logdir = b.dir
+        want = [s for s in (1, 2, 3, 4, 5, 6) if self.sel(s)]
+        planned = [r["id"] for r in self.rows if r["scenario"] in want and r["id"] not in
+                   ("6.empty", "6.idle", "6.create", "6.idlecpu", "6.stop", "5.vs2")]
+        log(f"run {run}/{self.runs}: starting {LABEL[kind]} for scenarios {','.join(map(str, want))}")
+        info = {"kind": kind, "run": run, "session": "main"}
+        self.sessions.append(info)
+        try:
+            info["start_s"] = round(b.start(cfg["start_timeout"]), 1)
+            info["pid"] = b.pid
+            log(f"  {LABEL[kind]} ready on {b.bootstrap} in {info['start_s']} s (pid {b.pid})")
+            self.run_scenarios(b, kind, run, logdir)
+        except BrokerDied as e:
+            log(f"  {LABEL[kind]}: {e}")
+            done = {(e_["row"]) for e_ in self.res.entries if e_["kind"] == kind and e_["run"] == run}
+            self.res.fail([r for r in planned if r not in done], kind, run, e)
+        except StepError as e:  # start failed
+            log(f"  {LABEL[kind]}: {e}")
+            self.res.fail(planned, kind, run, e)
+        finally:
+            b.stop()
+            info["stop"] = b.stop_info
+            log(f"  {LABEL[kind]} stopped: {b.stop_info}")
+            if not self.args.keep:
+                shutil.rmtree(b.dir / "data", ignore_errors=True)
+
+    def run_scenarios(self, b: Broker, kind: str, run: int, logdir: Path) -> None:
+        cfg = self.cfg
+        n100, n1k = cfg["n100"], cfg["n1k"]
+        # untimed warm-up (JIT for Kafka, page cache/allocator for both)
+        if cfg["warm"]:
+            def warm():
+                b.create_topic("bench-warmup")
+                t = time.monotonic()
+                run_client(self.pp(b, "bench-warmup", cfg["warm"], 100), cfg["step_timeout"], logdir, "warmup")
+                log(f"  {LABEL[kind]} warm-up: {cfg['warm']:,} × 100 B in {time.monotonic() - t:.1f} s")
+            self.step(b, kind, run, ["warmup"], warm)
+
+        if self.sel(1):
+            self.produce_rows(b, kind, run, "1", "pp", "s1-pp", n100, 100, logdir)
+            self.produce_rows(b, kind, run, "1r", "rp", "s1-rp", n100, 100, logdir)
+            self.produce_rows(b, kind, run, "1m", "py", "s1-py", n100, 100, logdir)
+
+        s2_topic = None
+        if self.sel(2) or self.sel(3) or self.sel(6):
+            sampler = RssSampler(b.pid)
+            try:
+                self.produce_rows(b, kind, run, "2", "pp", "s2-pp", n1k, 1024, logdir)
+                if any(e["row"] == "2.rps" and e["kind"] == kind and e["run"] == run and e["error"] is None
+                       for e in self.res.entries):
+                    s2_topic = "s2-pp"
+                if self.sel(2):
+                    self.produce_rows(b, kind, run, "2r", "rp", "s2-rp", n1k, 1024, logdir)
+                    self.produce_rows(b, kind, run, "2m", "py", "s2-py", n1k, 1024, logdir)
+            finally:
+                peak = sampler.stop()
+            if self.sel(6):
+                if peak:
+                    self.res.ok("6.peak", kind, run, peak / 1024, None, samples=sampler.samples)
+                    log(f"  {LABEL[kind]} 6: peak RSS during scenario 2: {peak / 1024:,.0f} MiB")
+                else:
+                    self.res.fail(["6.peak"], kind, run, "no RSS sample")
+            if not self.sel(2):  # scenario 2 ran only to feed 3 / 6
+                self.res.entries = [e for e in self.res.entries
+                                    if not (e["kind"] == kind and e["run"] == run and e["row"] in ("2.rps", "2.mbs"))]
+
+        if self.sel(3):
+            def consume():
+                if s2_topic is None:
+                    raise StepError("scenario 2's produce failed: nothing to consume")
+                cmd = [*JAVA_TOOL, "org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server",
+                       b.bootstrap, "--topic", s2_topic, "--messages", n1k, "--group", f"bench-cp-{run}"]
+                out, m = self.measured(b, cmd, "3", n1k * 1024, logdir)
+                d = parse_perf_consume(out, n1k)
+                mib = 1.048576  # the tools print MiB
+                fetch, total = float(d["fetch.MB.sec"]) * mib, float(d["MB.sec"]) * mib
+                self.res.ok("3.fetch", kind, run, fetch, m["cpu_per_gib"], **m, raw=d)
+                self.res.ok("3.total", kind, run, total, m["cpu_per_gib"], **m)
+                log(f"  {LABEL[kind]} 3: {fetch:,.1f} MB/s fetch, {total:,.1f} MB/s incl. group join "
+                    f"({d.get('rebalance.time.ms')} ms), broker CPU {m['cpu_per_gib']:.2f} s/GiB")
+            self.step(b, kind, run, ["3.fetch", "3.total"], consume)
+
+            def consume_r():
+                if s2_topic is None:
+                    raise StepError("scenario 2's produce failed: nothing to consume")
+                cmd = [RUNNEL, "--bootstrap-server", b.bootstrap, "perf", "consume", "--topic", s2_topic,
+                       "--messages", n1k]
+                out, m = self.measured(b, cmd, "3r", n1k * 1024, logdir)
+                d = parse_perf_consume(out, n1k)
+                v = float(d["MB.sec"]) * 1.048576
+                self.res.ok("3r.mbs", kind, run, v, m["cpu_per_gib"], **m, raw=d)
+                log(f"  {LABEL[kind]} 3r: {v:,.1f} MB/s, broker CPU {m['cpu_per_gib']:.2f} s/GiB")
+            self.step(b, kind, run, ["3r.mbs"], consume_r)
+
+        if self.sel(4):
+            def latency():
+                b.create_topic("s4-latency")
+                cmd = [sys.executable, CLIENTS, "latency", "--bootstrap", b.bootstrap, "--topic", "s4-latency",
+                       "--rate-mb", cfg["lat_rate"], "--record-size", 1024,
+                       "--warmup", cfg["lat_warmup"], "--duration", cfg["lat_duration"]]
+                os.sync()
+                c0, k0 = b.cpu(), children_cpu()
+                out = run_client(cmd, cfg["step_timeout"], logdir, "4")
+                cpu, ccpu = b.cpu() - c0, children_cpu() - k0
+                d = json.loads(out.strip().splitlines()[-1])
+                per_gib = cpu / (d["bytes"] / GIB)
+                m = {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(ccpu, 2), "bytes": d["bytes"]}
+                for k, key in (("4.p50", "p50_ms"), ("4.p99", "p99_ms"), ("4.p999", "p999_ms"),
+                               ("4.rate", "window_mb_per_sec")):
+                    self.res.ok(k, kind, run, d[key], per_gib, **m, **({"raw": d} if k == "4.p50" else {}))
+                log(f"  {LABEL[kind]} 4: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, p99.9 {d['p999_ms']:.2f} ms, "
+                    f"max {d['max_ms']:.1f} ms over {d['measured']:,} records at {d['window_mb_per_sec']:.1f} MB/s")
+            self.step(b, kind, run, ["4.p50", "4.p99", "4.p999", "4.rate"], latency)
+
+        if self.sel(5):
+            def fsync():
+                n = cfg["n_fsync"]
+                b.create_topic("s5-fsync", config={"flush.messages": 1})
+                cmd = self.pp(b, "s5-fsync", n, 1024, ["acks=all", "linger.ms=5", "batch.size=65536"])
+                out, m = self.measured(b, cmd, "5", n * 1024, logdir)
+                extra = parse_perf_produce(out, n)
+                rps = extra.pop("records_per_sec")
+                extra["stored"] = self.check_stored(b, kind, "s5-fsync", n)
+                self.res.ok("5.rps", kind, run, rps, m["cpu_per_gib"], **m, **extra)
+                self.res.ok("5.mbs", kind, run, rps * 1024 / 1e6, m["cpu_per_gib"], **m)
+                log(f"  {LABEL[kind]} 5: {rps:,.0f} records/s, {rps * 1024 / 1e6:,.1f} MB/s, "
+                    f"broker CPU {m['cpu_per_gib']:.2f} s/GiB, p99 {extra.get('p99th_ms', float('nan'))} ms")
+            self.step(b, kind, run, ["5.rps", "5.mbs"], fsync)
+
+    def idle_session(self, kind: str, run: int) -> None:
+        cfg = self.cfg
+        b = Broker(kind, self.tmp, f"idle{run}")
+        rows = ["6.empty", "6.create", "6.idle", "6.idlecpu"]
+        info = {"kind": kind, "run": run, "session": "idle"}
+        self.sessions.append(info)
+        log(f"run {run}/{self.runs}: starting a fresh {LABEL[kind]} for scenario 6 (idle memory)")
+        try:
+            info["start_s"] = round(b.start(cfg["start_timeout"]), 1)
+            time.sleep(cfg["idle_settle"])
+            rss0 = b.rss_kib()
+            self.res.ok("6.empty", kind, run, rss0 / 1024)
+            names = [f"idle-{i:03d}" for i in range(cfg["idle_topics"])]
+            t = time.monotonic()
+            c0 = b.cpu()
+            create_topics(b.bootstrap, names, cfg["idle_parts"], timeout=cfg["step_timeout"])
+            created = time.monotonic() - t
+            self.res.ok("6.create", kind, run, created, None, broker_cpu_s=round(b.cpu() - c0, 2))
+            c1 = b.cpu()
+            time.sleep(cfg["idle_wait"])
+            c2, rss = b.cpu(), b.rss_kib()
+            self.res.ok("6.idle", kind, run, rss / 1024)
+            self.res.ok("6.idlecpu", kind, run, c2 - c1)
+            log(f"  {LABEL[kind]} 6: RSS {rss0 / 1024:,.0f} MiB empty, {rss / 1024:,.0f} MiB with "
+                f"{len(names) * cfg['idle_parts']:,} partitions (created in {created:.1f} s), "
+                f"idle CPU {c2 - c1:.2f} s in {cfg['idle_wait']:g} s")
+        except Exception as e:  # noqa: BLE001
+            log(f"  {LABEL[kind]} 6 (idle): failed: {e}")
+            done = {e_["row"] for e_ in self.res.entries if e_["kind"] == kind and e_["run"] == run}
+            self.res.fail([r for r in rows if r not in done], kind, run, e)
+        finally:
+            stopped_at = time.monotonic()
+            b.stop()
+            info["stop"] = b.stop_info
+            if not any(e_["row"] == "6.idle" and e_["kind"] == kind and e_["run"] == run and e_["error"] is None
+                       for e_ in self.res.entries):
+                self.res.fail(["6.stop"], kind, run, "scenario 6 did not get that far")
+            elif b.stop_info and b.stop_info.get("killed"):
+                self.res.fail(["6.stop"], kind, run, "did not stop within 60 s of SIGTERM (SIGKILL)")
+            else:
+                self.res.ok("6.stop", kind, run, time.monotonic() - stopped_at, None, rc=b.proc.returncode)
+                log(f"  {LABEL[kind]} 6: shut down in {time.monotonic() - stopped_at:.1f} s (exit status {b.proc.returncode})")
+            if not self.args.keep:
+                shutil.rmtree(b.dir / "data", ignore_errors=True)
+
+    def mock_session(self, run: int) -> None:
+        cfg = self.cfg
+        b = Broker("mock", self.tmp, f"run{run}")
+        rows = (["1m.rps"] if self.sel(1) else []) + (["2m.rps"] if self.sel(2) else [])
+        log(f"run {run}/{self.runs}: librdkafka mock cluster")
+        try:
+            b.start(30)
+            if self.sel(1):
+                self.produce_rows(b, "mock", run, "1m", "py", "s1-py", cfg["n100"], 100, b.dir)
+            if self.sel(2):
+                self.produce_rows(b, "mock", run, "2m", "py", "s2-py", cfg["n1k"], 1024, b.dir)
+        except Exception as e:  # noqa: BLE001
+            log(f"  mock cluster: failed: {e}")
+            done = {e_["row"] for e_ in self.res.entries if e_["kind"] == "mock" and e_["run"] == run}
+            self.res.fail([r for r in rows if r not in done], "mock", run, e)
+        finally:
+            b.stop()
+
+    # machine limits ------------------------------------------------------------------------
+    def measure_limits(self) -> None:
+        cfg = self.cfg
+        lim = self.limits
+        log("machine limits: iperf3 loopback")
+        try:
+            if not shutil.which("iperf3"):
+                raise StepError("iperf3 not installed")
+            port = free_port()
+            srv = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+            _CHILDREN.add(srv)
+            try:
+                time.sleep(0.5)
+                out = None
+                for _ in range(10):  # wait for the server to listen
+                    try:
+                        out = run_client(["iperf3", "-c", "127.0.0.1", "-p", port, "-t", cfg["iperf_secs"], "-J"],
+                                         cfg["iperf_secs"] + 60, self.tmp, "iperf3")
+                        break
+                    except StepError as e:
+                        if "connect" not in str(e).lower() and "refused" not in str(e).lower():
+                            raise
+                        time.sleep(0.5)
+                if out is None:
+                    raise StepError("iperf3 server did not come up")
+                d = json.loads(out)
+                bps = d["end"]["sum_received"]["bits_per_second"]
+                lim["iperf3_gbit_per_sec"] = bps / 1e9
+                log(f"  loopback TCP: {bps / 1e9:.1f} Gbit/s")
+            finally:
+                try:
+                    srv.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(srv.pid, signal.SIGKILL)
+                    srv.wait()
+                _CHILDREN.discard(srv)
+        except Exception as e:  # noqa: BLE001
+            lim["iperf3_error"] = str(e)
+            log(f"  iperf3 failed: {e}")
+
+        f = self.tmp / "dd.bin"
+        for key, extra, desc in (("dd_fdatasync_mb_per_sec", ["conv=fdatasync"], "with fdatasync"),
+                                 ("dd_buffered_mb_per_sec", [], "buffered")):
+            log(f"machine limits: dd {cfg['dd_mib']} MiB {desc}")
+            try:
+                os.sync()
+                t = time.monotonic()
+                run_client(["dd", "if=/dev/zero", f"of={f}", "bs=1M", f"count={cfg['dd_mib']}", *extra],
+                           cfg["step_timeout"], self.tmp, "dd")
+                secs = time.monotonic() - t
+                lim[key] = cfg["dd_mib"] * (1 << 20) / 1e6 / secs
+                log(f"  {lim[key]:,.0f} MB/s")
+            except Exception as e:  # noqa: BLE001
+                lim[key.replace("mb_per_sec", "error")] = str(e)
+            finally:
+                f.unlink(missing_ok=True)
+        log(f"machine limits: dd 64 KiB × {cfg['dsync_count']} with oflag=dsync")
+        try:
+            t = time.monotonic()
+            run_client(["dd", "if=/dev/zero", f"of={f}", "bs=64k", f"count={cfg['dsync_count']}", "oflag=dsync"],
+                       cfg["step_timeout"], self.tmp, "dd")
+            secs = time.monotonic() - t
+            lim["dd_dsync_writes_per_sec"] = cfg["dsync_count"] / secs
+            lim["dd_dsync_mb_per_sec"] = cfg["dsync_count"] * 65536 / 1e6 / secs
+            log(f"  {lim['dd_dsync_writes_per_sec']:,.0f} synchronous writes/s")
+        except Exception as e:  # noqa: BLE001
+            lim["dd_dsync_error"] = str(e)
+        finally:
+            f.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.rows = row_specs(self.cfg)
+        self.runs = self.cfg["runs"]
+        if not self.args.no_limits:
+            self.measure_limits()
+        for run in range(1, self.runs + 1):
+            for kind in KINDS:
+                if any(self.sel(s) for s in (1, 2, 3, 4, 5, 6)):
+                    self.main_session(kind, run)
+                if self.sel(6):
+                    self.idle_session(kind, run)
+            if self.sel(1) or self.sel(2):
+                self.mock_session(run)
+        # derived: scenario 5 ÷ scenario 2, per broker, from the medians
+        for kind in KINDS:
+            r5, r2 = self.res.median("5.rps", kind), self.res.median("2.rps", kind)
+            if r5 is not None and r2:
+                self.res.ok("5.vs2", kind, 0, r5 / r2)
+            elif self.sel(5):
+                self.res.fail(["5.vs2"], kind, 0, "scenario 2 or 5 failed" if self.sel(2)
+                              else "scenario 2 not run (add 2 to --only)")
+
+    # report --------------------------------------------------------------------------------
+    def cell(self, row, kind, fmt):
+        es = self.res.get(row, kind)
+        if not es:
+            return "—"
+        bad = [e for e in es if e["error"] is not None]
+        med = self.res.median(row, kind)
+        if med is None:
+            return f"failed: {short(bad[0]['error'])}" if bad else "—"
+        s = fmt_num(med, fmt)
+        if bad:
+            s += f" ({len(bad)}/{len(es)} failed: {short(bad[0]['error'], 50)})"
+        return s
+
+    def table(self) -> str:
+        lines = ["| scenario | metric | Runnel | Kafka | Runnel/Kafka ratio | Runnel broker CPU s/GiB | Kafka broker CPU s/GiB |",
+                 "|---|---|---:|---:|---:|---:|---:|"]
+        for r in self.rows:
+            if r["scenario"] not in self.only:
+                continue
+            rid = r["id"]
+            vr, vk = self.res.median(rid, "runnel"), self.res.median(rid, "kafka")
+            ratio = f"{vr / vk:.2f}" if vr is not None and vk else "—"
+            cr, ck = self.res.median(rid, "runnel", "cpu_s_per_gib"), self.res.median(rid, "kafka", "cpu_s_per_gib")
+            lines.append(f"| {r['label']} | {r['metric']} | {self.cell(rid, 'runnel', r['fmt'])} | "
+                         f"{self.cell(rid, 'kafka', r['fmt'])} | {ratio} | {fmt_num(cr, 'f2')} | {fmt_num(ck, 'f2')} |")
+        return "\n".join(lines)
+
+    def limits_text(self) -> str:
+        lim, cfg = self.limits, self.cfg
+        out = ["", "Machine limits (measured in this run):", ""]
+        if not self.args.no_limits:
+            if "iperf3_gbit_per_sec" in lim:
+                g = lim["iperf3_gbit_per_sec"]
+                out.append(f"- loopback TCP, iperf3 1 stream {cfg['iperf_secs']} s: {g:,.1f} Gbit/s ({g * 1e3 / 8:,.0f} MB/s)")
+            else:
+                out.append(f"- loopback TCP, iperf3: failed: {short(lim.get('iperf3_error', '?'))}")
+            for key, desc in (("dd_fdatasync", f"dd {cfg['dd_mib']} MiB bs=1M conv=fdatasync"),
+                              ("dd_buffered", f"dd {cfg['dd_mib']} MiB bs=1M, buffered (page cache)")):
+                v = lim.get(key + "_mb_per_sec")
+                out.append(f"- disk write, {desc}: " + (f"{v:,.0f} MB/s" if v else
+                                                          f"failed: {short(lim.get(key + '_error', '?'))}"))
+            v = lim.get("dd_dsync_writes_per_sec")
+            out.append(f"- synchronous writes, dd bs=64k oflag=dsync × {cfg['dsync_count']}: " +
+                       (f"{v:,.0f} writes/s ({lim['dd_dsync_mb_per_sec']:,.0f} MB/s)" if v else
+                        f"failed: {short(lim.get('dd_dsync_error', '?'))}"))
+        for s, rid, size in ((1, "1m.rps", "100 B"), (2, "2m.rps", "1 KiB")):
+            if not self.sel(s):
+                continue
+            m = self.res.median(rid, "mock")
+            if m is None:
+                es = [e for e in self.res.get(rid, "mock") if e["error"]]
+                out.append(f"- librdkafka mock cluster, same Python producer as row {s}m ({size}): failed: "
+                           f"{short(es[0]['error']) if es else 'not run'}")
+                continue
+            rel = []
+            for kind in KINDS:
+                v = self.res.median(rid, kind)
+                if v is not None:
+                    rel.append(f"{LABEL[kind]} {v / m:.0%} of it")
+            cpu = self.res.median(rid, "mock", "cpu_s_per_gib")
+            out.append(f"- librdkafka mock cluster (in-memory, 1 broker), same Python producer as row {s}m ({size}): "
+                       f"{m:,.0f} records/s ({m * (100 if s == 1 else 1024) / 1e6:,.1f} MB/s)"
+                       + (f"; {', '.join(rel)}" if rel else "")
+                       + (f"; mock broker CPU {cpu:.2f} s/GiB" if cpu is not None else ""))
+        return "\n".join(out) if len(out) > 3 else ""
+
+
+def machine_info() -> dict:
+    info = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+    try:
+        info["mem_total_mib"] = int(open("/proc/meminfo").readline().split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        info["runnel_version"] = subprocess.run([str(RUNNEL), "--version"], capture_output=True, text=True,
+                                                timeout=10).stdout.strip()
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        import confluent_kafka
+        v = confluent_kafka.version()
+        info["confluent_kafka"] = v if isinstance(v, str) else v[0]
+        info["librdkafka"] = confluent_kafka.libversion()[0]
+    except Exception:  # noqa: BLE001
+        pass
+    info["kafka_jars"] = sorted(p.name for p in (JAVA_DIR / "lib").glob("kafka_2.13-*.jar"))
+    return info
+
+
+def parse_only(s: str) -> set:
+    try:
+        v = {int(x) for x in s.split(",") if x.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError("--only takes scenario numbers, e.g. 1,2,4") from None
+    if not v or not v <= {1, 2, 3, 4, 5, 6}:
+        raise argparse.ArgumentTypeError("scenarios are 1-6")
+    return v
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Runnel vs Apache Kafka benchmark suite (bench/README.md)")
+    ap.add_argument("--runs", type=int, help="runs per broker; the table shows the median (default 3, --quick 1)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and 1 run, to smoke-test the suite")
+    ap.add_argument("--only", type=parse_only, default={1, 2, 3, 4, 5, 6}, help="scenarios, e.g. 1,2,4")
+    ap.add_argument("--out", help="also write the table to FILE and the raw results to FILE.json")
+    ap.add_argument("--records-100", type=int, help="records for the 100 B scenarios (1, 1r, 1m)")
+    ap.add_argument("--records-1k", type=int, help="records for the 1 KiB scenarios (2, 2r, 2m, 3)")
+    ap.add_argument("--records-fsync", type=int, help="records for scenario 5")
+    ap.add_argument("--no-limits", action="store_true", help="skip iperf3 / dd")
+    ap.add_argument("--tmpdir", help="where broker data directories go (default: the system temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep data directories and logs")
+    args = ap.parse_args()
+
+    cfg = dict(SIZES["quick" if args.quick else "default"])
+    cfg.update(lat_rate=20.0, start_timeout=120)
+    if args.runs is not None:
+        if args.runs < 1:
+            ap.error("--runs must be >= 1")
+        cfg["runs"] = args.runs
+    for opt, key in (("records_100", "n100"), ("records_1k", "n1k"), ("records_fsync", "n_fsync")):
+        if getattr(args, opt):
+            cfg[key] = getattr(args, opt)
+
+    for p, what in ((RUNNEL, "the release binary (cargo build --release -p runnel)"),
+                    (KAFKA_SH, "tests/interop/java/kafka-as-runnel.sh")):
+        if not p.exists():
+            print(f"missing {p}: {what}", file=sys.stderr)
+            return 2
+    if not list((JAVA_DIR / "lib").glob("kafka-tools-*.jar")):
+        print("tests/interop/java/lib has no Kafka jars: run bash tests/interop/java/setup.sh", file=sys.stderr)
+        return 2
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    tmp = Path(tempfile.mkdtemp(prefix="runnel-bench-", dir=args.tmpdir))
+    started = time.time()
+    load0 = os.getloadavg()
+    log(f"runnel bench: {'quick' if args.quick else 'default'} sizes, {cfg['runs']} run(s), scenarios "
+        f"{','.join(map(str, sorted(args.only)))}, data in {tmp}; load average {load0[0]:.2f}")
+    suite = Suite(args, cfg, tmp)
+    interrupted = None
+    try:
+        suite.run()
+    except (KeyboardInterrupt, SystemExit) as e:
+        interrupted = e
+        log(f"interrupted ({type(e).__name__}): stopping the brokers; the table has what was measured so far")
+    finally:
+        _cleanup()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            log(f"kept {tmp}")
+    load1 = os.getloadavg()
+    minfo = machine_info()
+    table = suite.table()
+    notes = suite.limits_text()
+    foot = (f"\n\nMedian of {cfg['runs']} run(s) per broker (fresh broker and data directory per run, "
+            f"Runnel and Kafka alternating); MB = 10^6 bytes of record values, GiB = 2^30. "
+            f"{cfg['n100']:,} × 100 B, {cfg['n1k']:,} × 1 KiB, {cfg['n_fsync']:,} × 1 KiB with fsync. "
+            f"{minfo.get('cpus')} CPUs shared by brokers and clients; load average {load0[0]:.2f} at start, "
+            f"{load1[0]:.2f} at end; took {(time.time() - started) / 60:.1f} min. "
+            f"{minfo.get('runnel_version', 'runnel ?')}, Kafka {', '.join(minfo['kafka_jars'])}, "
+            f"confluent-kafka {minfo.get('confluent_kafka', '?')} (librdkafka {minfo.get('librdkafka', '?')}).")
+    report = table + "\n" + notes + foot + "\n"
+    print(report, flush=True)
+    if args.out:
+        out = Path(args.out)
+        out.write_text(report)
+        jpath = out.with_suffix(".json") if out.suffix == ".md" else Path(str(out) + ".json")
+        jpath.write_text(json.dumps({"config": cfg, "scenarios": sorted(args.only), "machine": minfo,
+                                     "load_average": {"start": load0, "end": load1},
+                                     "seconds": round(time.time() - started, 1), "limits": suite.limits,
+                                     "sessions": suite.sessions, "results": suite.res.entries},
+                                    indent=1, default=str) + "\n")
+        log(f"wrote {out} and {jpath}")
+    if interrupted is not None:
+        return interrupted.code if isinstance(interrupted, SystemExit) and isinstance(interrupted.code, int) else 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
