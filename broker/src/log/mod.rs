@@ -516,6 +516,33 @@ impl Log {
             .map(|b| b.header.last_offset_delta as i64 + 1)
             .sum();
         self.maybe_roll(payload.len() as u64, total_records, now_ms)?;
+        let interval = self.config.index_interval_bytes.max(0) as u64;
+        if !log_append {
+            // Only baseOffset and partitionLeaderEpoch change (outside the CRC): write a
+            // patched 16-byte prefix and the rest of each batch straight from the request,
+            // with one pwritev, instead of copying the payload.
+            let mut prefixes: Vec<[u8; 16]> = Vec::with_capacity(batches.len());
+            let mut headers: Vec<BatchHeader> = Vec::with_capacity(batches.len());
+            let mut next = first_offset;
+            for vb in batches {
+                let mut prefix = [0u8; 16];
+                prefix.copy_from_slice(&payload[vb.start..vb.start + 16]);
+                batch::patch_offsets(&mut prefix, next, self.leader_epoch);
+                prefixes.push(prefix);
+                let mut h = vb.header;
+                h.base_offset = next;
+                h.partition_leader_epoch = self.leader_epoch;
+                next = h.last_offset() + 1;
+                headers.push(h);
+            }
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(batches.len() * 2);
+            for (vb, prefix) in batches.iter().zip(&prefixes) {
+                parts.push(prefix);
+                parts.push(&payload[vb.start + 16..vb.start + vb.header.total_size()]);
+            }
+            self.active_mut().append_parts(&parts, &headers, interval)?;
+            return Ok(self.appended(first_offset, next, total_records, &headers, -1));
+        }
         let mut buf = payload.to_vec();
         let mut headers: Vec<BatchHeader> = Vec::with_capacity(batches.len());
         let mut next = first_offset;
@@ -536,19 +563,30 @@ impl Log {
             next = h.last_offset() + 1;
             headers.push(h);
         }
-        let interval = self.config.index_interval_bytes.max(0) as u64;
         self.active_mut().append(&buf, &headers, interval)?;
-        self.unflushed_messages += total_records;
+        Ok(self.appended(first_offset, next, total_records, &headers, now_ms))
+    }
+
+    /// Bookkeeping after batches reached the active segment.
+    fn appended(
+        &mut self,
+        first_offset: i64,
+        next: i64,
+        records: i64,
+        headers: &[BatchHeader],
+        log_append_time: i64,
+    ) -> AppendInfo {
+        self.unflushed_messages += records;
         self.dirty = true;
         for h in headers.iter().filter(|h| !h.is_control()) {
             self.producers.apply(h);
         }
-        Ok(AppendInfo {
+        AppendInfo {
             first_offset,
             last_offset: next - 1,
-            log_append_time: if log_append { now_ms } else { -1 },
+            log_append_time,
             duplicate: false,
-        })
+        }
     }
 
     fn maybe_roll(&mut self, incoming: u64, records: i64, now_ms: i64) -> Result<(), LogError> {

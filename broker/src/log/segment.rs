@@ -239,9 +239,32 @@ impl Segment {
         headers: &[BatchHeader],
         interval: u64,
     ) -> io::Result<()> {
+        self.append_parts(&[bytes], headers, interval)
+    }
+
+    /// Appends batches given in pieces, with one positioned vectored write (`pwritev`);
+    /// a short write is finished from a copy of what is left.
+    pub fn append_parts(
+        &mut self,
+        parts: &[&[u8]],
+        headers: &[BatchHeader],
+        interval: u64,
+    ) -> io::Result<()> {
         let start = self.size;
-        self.file.write_all_at(bytes, start)?;
-        self.size += bytes.len() as u64;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let written = if parts.len() <= 512 {
+            let iov: Vec<std::io::IoSlice<'_>> =
+                parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+            nix::sys::uio::pwritev(&*self.file, &iov, start as i64).map_err(io::Error::from)?
+        } else {
+            0
+        };
+        if written < total {
+            let rest = parts.concat();
+            self.file
+                .write_all_at(&rest[written..], start + written as u64)?;
+        }
+        self.size += total as u64;
         let mut pos = start;
         for h in headers {
             let total = h.total_size() as u64;
