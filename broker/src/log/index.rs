@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub const OFFSET_ENTRY: u64 = 8;
 /// Entry width of `.timeindex`.
 pub const TIME_ENTRY: u64 = 12;
+/// The widest entry.
+const MAX_ENTRY: usize = TIME_ENTRY as usize;
 
 /// A file of fixed-width entries searched by binary search.
 #[derive(Debug)]
@@ -58,13 +60,16 @@ impl EntryFile {
         Ok(())
     }
 
-    fn entry(&self, i: u64) -> io::Result<Vec<u8>> {
+    /// Entry `i` in the first `width` bytes of a fixed buffer (no allocation per probe of
+    /// a binary search).
+    fn entry(&self, i: u64) -> io::Result<[u8; MAX_ENTRY]> {
         let w = self.width as usize;
+        let mut buf = [0u8; MAX_ENTRY];
         if let Some(c) = &self.cache {
-            return Ok(c[i as usize * w..(i as usize + 1) * w].to_vec());
+            buf[..w].copy_from_slice(&c[i as usize * w..(i as usize + 1) * w]);
+            return Ok(buf);
         }
-        let mut buf = vec![0u8; w];
-        self.file.read_exact_at(&mut buf, i * self.width)?;
+        self.file.read_exact_at(&mut buf[..w], i * self.width)?;
         Ok(buf)
     }
 
