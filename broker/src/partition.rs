@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::config::TimestampType;
-use crate::log::batch::{self, BatchError, ProduceLimits};
+use crate::log::batch::{self, BatchError, BatchHeader, ProduceLimits};
 use crate::log::{AppendInfo, Log, LogError};
 
 /// One topic partition hosted by this broker.
@@ -68,6 +68,31 @@ impl Partition {
         };
         let batches = batch::validate_produce_with(payload, &limits).map_err(LogError::Batch)?;
         self.log().append_unchecked(payload, &batches, now_ms)
+    }
+
+    /// Every complete batch from the log start to the end, in offset order (the startup
+    /// replay of internal topics).
+    pub fn for_each_batch(&self, mut f: impl FnMut(&BatchHeader, Bytes)) {
+        let mut offset = self.log().log_start_offset();
+        loop {
+            let slice = match self.log().read(offset, 1 << 20, true) {
+                Ok(Some(s)) => s,
+                _ => break,
+            };
+            let Ok(mut bytes) = slice.read() else { break };
+            let before = offset;
+            while let Ok(h) = BatchHeader::parse(&bytes) {
+                let size = h.total_size();
+                if h.batch_length <= 0 || size > bytes.len() {
+                    break;
+                }
+                offset = h.last_offset() + 1;
+                f(&h, bytes.split_to(size));
+            }
+            if offset <= before {
+                break;
+            }
+        }
     }
 
     /// The high watermark (== log end offset on a single node).

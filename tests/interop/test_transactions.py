@@ -45,7 +45,7 @@ from javakit import BUILD, JVM_OPTS, LIB, java_env  # noqa: E402,F401  (java_env
 
 HERE = pathlib.Path(__file__).resolve().parent
 TRANSFORMER = HERE / "clients" / "eos_transform.py"
-KP_READ = HERE / "clients" / "kafka_python_isolation_read.py"
+KP_READ = HERE / "clients" / "kafka_python_read.py"
 
 PRODUCE, METADATA = 0, 3
 OP_TIMEOUT = 30  # seconds, for every blocking client call

@@ -703,52 +703,34 @@ async fn persist_records_in(
 /// Reads `__consumer_offsets` for the startup replay: records (with their producer id
 /// when transactional) and transaction markers, in offset order.
 pub fn read_offsets_topic(broker: &Broker) -> Vec<ReplayItem> {
-    use crate::log::batch::{self, BatchHeader, HEADER_LEN};
+    use crate::log::batch::{self, HEADER_LEN};
     let Some(topic) = broker.topic(offsets_log::TOPIC) else {
         return vec![];
     };
     let mut out = Vec::new();
     for part in &topic.partitions {
-        let mut offset = part.log().log_start_offset();
-        loop {
-            let slice = match part.log().read(offset, 1 << 20, true) {
-                Ok(Some(s)) => s,
-                _ => break,
+        part.for_each_batch(|h, one| {
+            if h.is_control() {
+                if let Some(t) = batch::control_type(&one[HEADER_LEN..]) {
+                    out.push(ReplayItem::Marker {
+                        producer_id: h.producer_id,
+                        commit: t == batch::MARKER_COMMIT,
+                    });
+                }
+                return;
+            }
+            let Ok(decoded) = runnel_api::records::decode_batches(one, true) else {
+                return;
             };
-            let Ok(mut bytes) = slice.read() else { break };
-            let before = offset;
-            while let Ok(h) = BatchHeader::parse(&bytes) {
-                let size = h.total_size();
-                if h.batch_length <= 0 || size > bytes.len() {
-                    break;
-                }
-                let one = bytes.split_to(size);
-                offset = h.last_offset() + 1;
-                if h.is_control() {
-                    if let Some(t) = batch::control_type(&one[HEADER_LEN..]) {
-                        out.push(ReplayItem::Marker {
-                            producer_id: h.producer_id,
-                            commit: t == batch::MARKER_COMMIT,
-                        });
-                    }
-                    continue;
-                }
-                let Ok(decoded) = runnel_api::records::decode_batches(one, true) else {
-                    continue;
-                };
-                let pid = h.is_transactional().then_some(h.producer_id);
-                for r in &decoded.records {
-                    if let Some(k) = &r.key
-                        && let Some(rec) = OffsetsRecord::decode(k.clone(), r.value.clone())
-                    {
-                        out.push(ReplayItem::Record(rec, pid));
-                    }
+            let pid = h.is_transactional().then_some(h.producer_id);
+            for r in &decoded.records {
+                if let Some(k) = &r.key
+                    && let Some(rec) = OffsetsRecord::decode(k.clone(), r.value.clone())
+                {
+                    out.push(ReplayItem::Record(rec, pid));
                 }
             }
-            if offset <= before {
-                break;
-            }
-        }
+        });
     }
     out
 }

@@ -156,9 +156,21 @@ impl Log {
             })
             .collect();
         bases.sort_unstable();
-        // Stray index files of segments whose log is gone are removed.
+        // Stray index files of segments whose log is gone are removed; producer snapshots
+        // are noted for load_producer_state (torn temporary ones removed).
+        let mut snapshots = Vec::new();
         for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
             let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with(".snapshot.tmp") {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(".snapshot")
+                && let Ok(o) = stem.parse::<i64>()
+            {
+                snapshots.push((o, e.path()));
+                continue;
+            }
             for suffix in [".index", ".timeindex", ".txnindex"] {
                 if let Some(stem) = name.strip_suffix(suffix)
                     && let Ok(b) = stem.parse::<i64>()
@@ -227,7 +239,7 @@ impl Log {
         if clean {
             log.recovery_point = end;
         }
-        log.load_producer_state(clean)?;
+        log.load_producer_state(clean, snapshots)?;
         Ok((log, outcomes))
     }
 
@@ -242,21 +254,12 @@ impl Log {
     /// Rebuilds the producer state: after a clean shutdown from the snapshot written at
     /// the log end and the `.txnindex` files; otherwise by replaying every batch header
     /// (and rewriting the `.txnindex` files from what the log really holds).
-    fn load_producer_state(&mut self, clean: bool) -> Result<(), LogError> {
+    fn load_producer_state(
+        &mut self,
+        clean: bool,
+        snapshots: Vec<(i64, PathBuf)>,
+    ) -> Result<(), LogError> {
         let end = self.log_end_offset();
-        let mut snapshots = Vec::new();
-        for e in std::fs::read_dir(&self.dir)?.filter_map(|e| e.ok()) {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with(".snapshot.tmp") {
-                let _ = std::fs::remove_file(e.path());
-                continue;
-            }
-            if let Some(stem) = name.strip_suffix(".snapshot")
-                && let Ok(o) = stem.parse::<i64>()
-            {
-                snapshots.push((o, e.path()));
-            }
-        }
         let from_snapshot = if clean {
             snapshots
                 .iter()

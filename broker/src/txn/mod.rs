@@ -366,19 +366,6 @@ impl TxnCoordinator {
         Ok(out)
     }
 
-    fn check_producer(m: Option<&TxnMeta>, pid: i64, epoch: i16) -> Result<(), i16> {
-        let Some(m) = m else {
-            return Err(errors::INVALID_PRODUCER_ID_MAPPING);
-        };
-        if m.producer_id != pid {
-            return Err(errors::INVALID_PRODUCER_ID_MAPPING);
-        }
-        if m.epoch != epoch {
-            return Err(errors::PRODUCER_FENCED);
-        }
-        Ok(())
-    }
-
     /// AddPartitionsToTxn / AddOffsetsToTxn: adds partitions to the open transaction
     /// (opening it if needed). With `verify_only`, only checks they are in it.
     pub fn add_partitions(
@@ -391,10 +378,15 @@ impl TxnCoordinator {
         verify_only: bool,
     ) -> Result<(), i16> {
         let mut inner = self.lock();
-        Self::check_producer(inner.txns.get(id), pid, epoch)?;
         let Some(mut m) = inner.txns.get(id).cloned() else {
             return Err(errors::INVALID_PRODUCER_ID_MAPPING);
         };
+        if m.producer_id != pid {
+            return Err(errors::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if m.epoch != epoch {
+            return Err(errors::PRODUCER_FENCED);
+        }
         match m.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
                 return Err(errors::CONCURRENT_TRANSACTIONS);
@@ -523,9 +515,11 @@ impl TxnCoordinator {
         let Some(mut m) = inner.txns.get(id).cloned() else {
             return Err(errors::INVALID_PRODUCER_ID_MAPPING);
         };
-        let fresh = self.new_meta(broker, id, m.timeout_ms)?;
+        let pid = broker
+            .next_producer_id()
+            .map_err(|_| errors::COORDINATOR_NOT_AVAILABLE)?;
         inner.by_pid.remove(&m.producer_id);
-        m.producer_id = fresh.producer_id;
+        m.producer_id = pid;
         m.epoch = 0;
         m.prev_epoch = -1;
         self.persist(broker, id, Some(&m))?;
@@ -657,25 +651,18 @@ impl TxnCoordinator {
 /// Every (key, value) record of one partition, in offset order.
 pub fn read_records(part: &crate::partition::Partition) -> Vec<(Bytes, Option<Bytes>)> {
     let mut out = Vec::new();
-    let mut offset = part.log().log_start_offset();
-    loop {
-        let slice = match part.log().read(offset, 1 << 20, true) {
-            Ok(Some(s)) => s,
-            _ => break,
-        };
-        let Ok(bytes) = slice.read() else { break };
-        let Ok(decoded) = runnel_api::records::decode_batches(bytes, true) else {
-            break;
-        };
-        for r in decoded.records {
-            if let Some(k) = r.key {
-                out.push((k, r.value));
-            }
+    part.for_each_batch(|h, one| {
+        if h.is_control() {
+            return;
         }
-        match decoded.next_offset {
-            Some(n) if n > offset => offset = n,
-            _ => break,
+        if let Ok(decoded) = runnel_api::records::decode_batches(one, true) {
+            out.extend(
+                decoded
+                    .records
+                    .into_iter()
+                    .filter_map(|r| Some((r.key?, r.value))),
+            );
         }
-    }
+    });
     out
 }

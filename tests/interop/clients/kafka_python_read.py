@@ -3,11 +3,13 @@
 (imports nothing from the suite).
 
     kafka_python_read.py --bootstrap H:P --topic T --count N
+                         [--isolation read_committed|read_uncommitted]
 
 Reads every partition of T from the beginning until N records arrived (or 30 s), then one
 more short poll, and prints one JSON object on stdout: {"version", "records": [{partition,
 offset, ts, ts_type, key, value, headers: [[k, v]]}, ...]} with bytes as hex (null as null),
-sorted by (partition, offset). Exits non-zero (traceback on stderr) if a client call fails."""
+sorted by (partition, offset), and "position": {partition: the consumer's position after the
+reads}. Exits non-zero (traceback on stderr) if a client call fails."""
 
 import argparse
 import json
@@ -30,11 +32,14 @@ def main():
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True)
     ap.add_argument("--count", type=int, required=True)
+    ap.add_argument("--isolation", default="read_uncommitted",
+                    choices=["read_committed", "read_uncommitted"])
     a = ap.parse_args()
     signal.alarm(120)
 
     c = KafkaConsumer(bootstrap_servers=a.bootstrap, group_id=None, enable_auto_commit=False,
-                      auto_offset_reset="earliest", request_timeout_ms=20000)
+                      auto_offset_reset="earliest", isolation_level=a.isolation,
+                      request_timeout_ms=20000)
     try:
         end = time.monotonic() + DEADLINE
         parts = None
@@ -59,9 +64,11 @@ def main():
 
         while len(got) < a.count and time.monotonic() < end:
             take(500)
-        take(1000)  # anything beyond what was produced shows up as a count mismatch
+        take(1500)  # anything beyond what was produced shows up as a count mismatch
         got.sort(key=lambda g: (g["partition"], g["offset"]))
-        json.dump({"version": kafka.__version__, "records": got}, sys.stdout)
+        json.dump({"version": kafka.__version__,
+                   "position": {tp.partition: c.position(tp) for tp in tps},
+                   "records": got}, sys.stdout)
     finally:
         c.close()
 
