@@ -506,24 +506,9 @@ impl Broker {
 
     /// fsyncs logs whose `flush.ms` elapsed or that rolled a segment.
     pub async fn flush_due(&self) {
-        let now = now_ms();
         for p in self.all_partitions() {
-            let target = {
-                let mut log = p.log();
-                if !log.needs_flush(now) {
-                    continue;
-                }
-                log.flush_target()
-            };
-            let p2 = p.clone();
-            let res =
-                tokio::task::spawn_blocking(move || target.sync().map(|_| target.up_to)).await;
-            match res {
-                Ok(Ok(up_to)) => p2.log().mark_flushed(up_to, now_ms()),
-                Ok(Err(e)) => {
-                    tracing::error!(topic = %p.topic, partition = p.index, "flush failed: {e}")
-                }
-                Err(e) => tracing::error!("flush task failed: {e}"),
+            if let Err(e) = p.flush_to(None).await {
+                tracing::error!(topic = %p.topic, partition = p.index, "flush failed: {e}");
             }
         }
     }

@@ -19,6 +19,9 @@ pub struct Partition {
     /// Partition index.
     pub index: i32,
     log: Mutex<Log>,
+    /// One fsync at a time per partition; callers queued behind it usually find their
+    /// records already covered (group commit).
+    flush_turn: tokio::sync::Mutex<()>,
 }
 
 impl Partition {
@@ -28,6 +31,7 @@ impl Partition {
             topic,
             index,
             log: Mutex::new(log),
+            flush_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -93,6 +97,31 @@ impl Partition {
                 break;
             }
         }
+    }
+
+    /// Makes the log durable up to `end` (`None`: whatever `flush.messages`/`flush.ms`
+    /// ask for now). The fsync runs off the async threads and without the log lock, so
+    /// appends go on meanwhile; concurrent callers share fsyncs: one runs at a time, and
+    /// a caller whose records an earlier fsync already covered returns without another.
+    pub async fn flush_to(&self, end: Option<i64>) -> std::io::Result<()> {
+        let _turn = self.flush_turn.lock().await;
+        let target = {
+            let mut log = self.log();
+            let done = match end {
+                Some(end) => log.recovery_point() >= end,
+                None => !log.needs_flush(crate::broker::now_ms()),
+            };
+            if done {
+                return Ok(());
+            }
+            log.flush_target()
+        };
+        let up_to = target.up_to;
+        tokio::task::spawn_blocking(move || target.sync())
+            .await
+            .map_err(std::io::Error::other)??;
+        self.log().mark_flushed(up_to, crate::broker::now_ms());
+        Ok(())
     }
 
     /// The high watermark (== log end offset on a single node).

@@ -1,8 +1,10 @@
 //! The Kafka protocol server: listeners, per-connection request loops, background
 //! maintenance, and clean shutdown.
 //!
-//! Each connection reads length-prefixed frames and answers them in order (requests may
-//! be pipelined; responses go out in request order, as Kafka guarantees). A frame that is
+//! Each connection reads length-prefixed frames and handles them one at a time, in
+//! order; the answers go out in request order (as Kafka guarantees) from a writer task,
+//! so a Produce waiting for its fsync does not stop the next requests from being read
+//! and appended (pipelining, and group commit across them). A frame that is
 //! oversized, truncated or undecodable closes that one connection with a logged reason.
 
 use std::net::SocketAddr;
@@ -168,6 +170,18 @@ enum CloseReason {
     Io(#[from] std::io::Error),
 }
 
+/// How many answers a connection may have queued (handled, not yet written) before it
+/// stops reading requests: the bound on per-connection pipelining.
+const PIPELINE_DEPTH: usize = 16;
+
+/// One answer in a connection's queue, in request order.
+enum Outgoing {
+    /// Ready to write (`None`: the request gets no answer).
+    Ready(Option<Vec<Chunk>>),
+    /// Being finished by its own task (a Produce waiting for its fsync).
+    Later(tokio::task::JoinHandle<Result<Option<Vec<Chunk>>, CloseReason>>),
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -178,7 +192,12 @@ async fn connection(
     stream.set_nodelay(true).ok();
     let (r, w) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, r);
-    let mut writer = BufWriter::with_capacity(64 * 1024, w);
+    // Requests are read and handled here, in order; answers are written by their own
+    // task, so the next request is handled while an earlier answer waits for an fsync
+    // or is still being sent.
+    let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_DEPTH);
+    let writer =
+        tokio::spawn(write_loop(BufWriter::with_capacity(64 * 1024, w), rx).in_current_span());
     let max = broker.config.socket_request_max_bytes;
     let result: Result<(), CloseReason> = async {
         loop {
@@ -195,23 +214,60 @@ async fn connection(
             }
             let mut frame = vec![0u8; size as usize];
             reader.read_exact(&mut frame).await?;
-            let reply = handle_frame(&broker, Bytes::from(frame), &host).await?;
-            if let Some(chunks) = reply {
-                write_chunks(&mut writer, chunks).await?;
-            }
-            // Pipelined requests already buffered are answered before one flush.
-            if reader.buffer().is_empty() {
-                writer.flush().await?;
+            let out = handle_frame(&broker, Bytes::from(frame), &host).await?;
+            if tx.send(out).await.is_err() {
+                return Ok(()); // the writer stopped: its error is logged below
             }
         }
     }
     .await;
-    let _ = writer.flush().await;
-    match result {
-        Ok(()) => tracing::debug!("connection closed"),
-        Err(CloseReason::Io(e)) => tracing::debug!("connection closed: {e}"),
-        Err(reason) => tracing::warn!("closing connection: {reason}"),
+    drop(tx); // the writer answers what is queued, then stops
+    let written = match writer.await {
+        Ok(r) => r,
+        Err(e) => Err(CloseReason::Io(std::io::Error::other(e))),
+    };
+    for r in [result, written] {
+        match r {
+            Ok(()) => {}
+            Err(CloseReason::Io(e)) => {
+                tracing::debug!("connection closed: {e}");
+                return;
+            }
+            Err(reason) => {
+                tracing::warn!("closing connection: {reason}");
+                return;
+            }
+        }
     }
+    tracing::debug!("connection closed");
+}
+
+/// Writes a connection's answers in request order, flushing whenever no further answer
+/// is ready (so pipelined answers share a write).
+async fn write_loop(
+    mut writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
+) -> Result<(), CloseReason> {
+    while let Some(out) = rx.recv().await {
+        let chunks = match out {
+            Outgoing::Ready(chunks) => chunks,
+            Outgoing::Later(task) => {
+                if !task.is_finished() {
+                    writer.flush().await?;
+                }
+                task.await
+                    .map_err(|e| CloseReason::Io(std::io::Error::other(e)))??
+            }
+        };
+        if let Some(chunks) = chunks {
+            write_chunks(&mut writer, chunks).await?;
+        }
+        if rx.is_empty() {
+            writer.flush().await?;
+        }
+    }
+    writer.flush().await?;
+    Ok(())
 }
 
 /// Writes a response; file regions go out with `sendfile` (zero-copy) after the bytes
@@ -269,7 +325,7 @@ async fn handle_frame(
     broker: &Arc<Broker>,
     mut frame: Bytes,
     host: &str,
-) -> Result<Option<Vec<Chunk>>, CloseReason> {
+) -> Result<Outgoing, CloseReason> {
     let mut peek = frame.clone();
     let api_key_raw = peek.get_i16();
     let version = peek.get_i16();
@@ -280,7 +336,7 @@ async fn handle_frame(
         // KIP-511: answer a too-new ApiVersions with a v0 response listing our ranges.
         let resp = api_versions::unsupported_version();
         return encode_response(correlation_id, 0, 0, |buf| resp.encode(buf, 0))
-            .map(|b| Some(vec![Chunk::Bytes(b)]));
+            .map(|b| Outgoing::Ready(Some(vec![Chunk::Bytes(b)])));
     }
     if !handlers::servable(api_key, version) {
         return Err(CloseReason::UnsupportedVersion(api_key, version));
@@ -309,11 +365,29 @@ async fn handle_frame(
         client_id: client.clone(),
         client_host: host.to_string(),
     };
-    match handlers::dispatch(broker, request, version, &ctx)
-        .instrument(span)
-        .await
-    {
+    let reply = handlers::dispatch(broker, request, version, &ctx)
+        .instrument(span.clone())
+        .await;
+    let answer = move |reply| encode_reply(reply, correlation_id, header_version, version);
+    match reply {
+        Reply::Later(rest) => Ok(Outgoing::Later(tokio::spawn(
+            async move { answer(rest.await.map_or(Reply::Nothing, Reply::Response)) }
+                .instrument(span),
+        ))),
+        reply => answer(reply).map(Outgoing::Ready),
+    }
+}
+
+/// Encodes a handler's reply as the response frame.
+fn encode_reply(
+    reply: Reply,
+    correlation_id: i32,
+    header_version: i16,
+    version: i16,
+) -> Result<Option<Vec<Chunk>>, CloseReason> {
+    match reply {
         Reply::Nothing => Ok(None),
+        Reply::Later(_) => unreachable!("handle_frame spawns deferred replies"),
         Reply::Response(response) => {
             encode_response(correlation_id, header_version, version, |buf| {
                 response.encode(buf, version)

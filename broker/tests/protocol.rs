@@ -925,6 +925,88 @@ async fn flush_messages_one_fsyncs_before_the_ack() {
     );
 }
 
+/// Produce requests waiting for their fsync do not stop the connection: the client may
+/// pipeline produces (some with acks=0) and other requests, and every answer comes back in
+/// request order, each produce acknowledged only once its records are durable.
+#[tokio::test]
+async fn pipelined_produces_waiting_for_fsync_are_answered_in_request_order() {
+    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), &[]).await;
+    let mut c = b.conn().await;
+    create_topic(&mut c, "gc", 2, &[("flush.messages", "1")]).await;
+    let produce_req = |partition: i32, acks: i16| {
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(s("gc")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(batch(3, Compression::None, 0))),
+                    ]),
+            ])
+    };
+    // (correlation id, Some(partition) for a produce answer, None for metadata)
+    let mut expected = Vec::new();
+    for i in 0..24 {
+        let partition = i % 2;
+        if i == 8 || i == 17 {
+            // acks=0: appended in its turn, never answered
+            c.send_only(&produce_req(partition, 0), 9).await.unwrap();
+        }
+        if i == 12 {
+            let id = c
+                .send_only(&MetadataRequest::default().with_topics(Some(vec![])), 12)
+                .await
+                .unwrap();
+            expected.push((id, None));
+        }
+        let id = c.send_only(&produce_req(partition, -1), 9).await.unwrap();
+        expected.push((id, Some(partition)));
+    }
+    let mut next_offset = [0i64, 0];
+    for (id, what) in expected {
+        let mut body = c.read_frame().await.unwrap();
+        let version = if what.is_some() { 9 } else { 12 };
+        let header_version = if what.is_some() {
+            ProduceResponse::header_version(version)
+        } else {
+            MetadataResponse::header_version(version)
+        };
+        let header = ResponseHeader::decode(&mut body, header_version).unwrap();
+        assert_eq!(
+            header.correlation_id, id,
+            "answers must come in request order"
+        );
+        let Some(partition) = what else {
+            MetadataResponse::decode(&mut body, version).unwrap();
+            continue;
+        };
+        let resp = ProduceResponse::decode(&mut body, version).unwrap();
+        let r = &resp.responses[0].partition_responses[0];
+        assert_eq!((r.index, r.error_code), (partition, 0));
+        // the acks=0 batches sent before this one took their offsets first
+        if r.base_offset != next_offset[partition as usize] {
+            assert_eq!(r.base_offset, next_offset[partition as usize] + 3);
+        }
+        next_offset[partition as usize] = r.base_offset + 3;
+        let log = b
+            .running
+            .as_ref()
+            .unwrap()
+            .broker()
+            .partition("gc", partition);
+        assert!(
+            log.unwrap().log().recovery_point() >= r.base_offset + 3,
+            "acknowledged before its fsync"
+        );
+    }
+    assert_eq!(next_offset, [39, 39]);
+}
+
 #[tokio::test]
 async fn the_create_topic_policy_refuses_with_policy_violation() {
     let dir = tempfile::tempdir().unwrap();

@@ -66,6 +66,7 @@ async fn produce_v(
                 ]),
         ]);
     let resp = handlers::produce::handle(broker, req, version)
+        .flush()
         .await
         .unwrap();
     let r = &resp.responses[0].partition_responses[0];

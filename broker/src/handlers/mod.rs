@@ -114,6 +114,10 @@ pub enum Reply {
     Response(ResponseKind),
     /// A Fetch response whose record data stays in the segment files.
     Fetch(fetch::FetchReply),
+    /// Work done, answer pending (a Produce waiting for its fsync). The connection reads
+    /// and handles its next requests meanwhile and answers in request order.
+    /// The future yields the response (`None`: no answer, acks=0).
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>),
 }
 
 /// Routes a decoded request to its handler.
@@ -130,10 +134,18 @@ pub async fn dispatch(
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(broker, r, version).await)
         }
-        RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
-            Some(resp) => ResponseKind::Produce(resp),
-            None => return Reply::Nothing,
-        },
+        RequestKind::Produce(r) => {
+            let appended = produce::handle(broker, r, version);
+            if appended.needs_flush() {
+                return Reply::Later(Box::pin(async move {
+                    appended.flush().await.map(ResponseKind::Produce)
+                }));
+            }
+            match appended.into_response() {
+                Some(resp) => ResponseKind::Produce(resp),
+                None => return Reply::Nothing,
+            }
+        }
         RequestKind::Fetch(r) => return Reply::Fetch(fetch::handle(broker, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))

@@ -70,16 +70,64 @@ fn verify_transactional(
     }
 }
 
-/// Answers Produce; `None` for acks=0.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    req: ProduceRequest,
-    version: i16,
-) -> Option<ProduceResponse> {
+/// A produce request whose batches are appended: its answer, once the partitions that
+/// `flush.messages`/`flush.ms` ask to fsync are durable.
+pub struct Appended {
+    acks: i16,
+    topics: Vec<TopicProduceResponse>,
+    /// Partitions to fsync before answering, and the log end offset each must reach.
+    to_flush: Vec<(Arc<Partition>, i64)>,
+}
+
+impl Appended {
+    /// Whether the answer waits for an fsync.
+    pub fn needs_flush(&self) -> bool {
+        !self.to_flush.is_empty()
+    }
+
+    /// The answer without waiting (`None` for acks=0); only when nothing needs an fsync.
+    pub fn into_response(self) -> Option<ProduceResponse> {
+        debug_assert!(self.to_flush.is_empty());
+        (self.acks != 0).then(|| ProduceResponse::default().with_responses(self.topics))
+    }
+
+    /// fsyncs the partitions (all at once; each shares its fsync with concurrent
+    /// requests, see [`Partition::flush_to`]) and then answers. A failed fsync turns
+    /// that partition's answer into KAFKA_STORAGE_ERROR.
+    pub async fn flush(mut self) -> Option<ProduceResponse> {
+        let flushes: Vec<_> = std::mem::take(&mut self.to_flush)
+            .into_iter()
+            .map(|(p, end)| tokio::spawn(async move { (p.flush_to(Some(end)).await, p) }))
+            .collect();
+        for f in flushes {
+            let (res, p) = match f.await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!("fsync task failed: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = res {
+                tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");
+                for t in self.topics.iter_mut() {
+                    for r in t.partition_responses.iter_mut() {
+                        if r.index == p.index && r.error_code == 0 {
+                            r.error_code = ResponseError::KafkaStorageError.code();
+                        }
+                    }
+                }
+            }
+        }
+        self.into_response()
+    }
+}
+
+/// Validates and appends a Produce request's batches, in request order.
+pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Appended {
     let acks = req.acks;
     let by_id = version >= 13;
     let mut topics = Vec::new();
-    let mut to_flush: Vec<Arc<Partition>> = Vec::new();
+    let mut to_flush: Vec<(Arc<Partition>, i64)> = Vec::new();
     let mut appended_any = false;
     for td in req.topic_data {
         let topic = if by_id {
@@ -129,9 +177,13 @@ pub async fn handle(
             match partition.append_records(&records, now_ms()) {
                 Ok(info) => {
                     appended_any |= !info.duplicate;
-                    let start = partition.log().log_start_offset();
-                    if partition.log().needs_flush(now_ms()) {
-                        to_flush.push(partition.clone());
+                    let (start, flush_end) = {
+                        let log = partition.log();
+                        let end = log.needs_flush(now_ms()).then(|| log.log_end_offset());
+                        (log.log_start_offset(), end)
+                    };
+                    if let Some(end) = flush_end {
+                        to_flush.push((partition.clone(), end));
                     }
                     partitions.push(
                         PartitionProduceResponse::default()
@@ -169,28 +221,9 @@ pub async fn handle(
     if appended_any {
         broker.appended.notify_waiters();
     }
-    // fsync (flush.messages / flush.ms) before acknowledging; concurrent producers to the
-    // same partition share one fsync (group commit).
-    for p in to_flush {
-        let target = p.log().flush_target();
-        let res = tokio::task::spawn_blocking(move || target.sync().map(|_| target.up_to)).await;
-        match res {
-            Ok(Ok(up_to)) => p.log().mark_flushed(up_to, now_ms()),
-            Ok(Err(e)) => {
-                tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");
-                for t in topics.iter_mut() {
-                    for r in t.partition_responses.iter_mut() {
-                        if r.index == p.index && r.error_code == 0 {
-                            r.error_code = ResponseError::KafkaStorageError.code();
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::error!("fsync task failed: {e}"),
-        }
+    Appended {
+        acks,
+        topics,
+        to_flush,
     }
-    if acks == 0 {
-        return None;
-    }
-    Some(ProduceResponse::default().with_responses(topics))
 }
