@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -170,7 +170,7 @@ enum CloseReason {
     Io(#[from] std::io::Error),
 }
 
-/// How many answers a connection may have queued (handled, not yet written) before it
+/// How many answers a connection may have waiting (handled, not yet written) before it
 /// stops reading requests: the bound on per-connection pipelining.
 const PIPELINE_DEPTH: usize = 16;
 
@@ -180,6 +180,48 @@ enum Outgoing {
     Ready(Option<Vec<Chunk>>),
     /// Being finished by its own task (a Produce waiting for its fsync).
     Later(tokio::task::JoinHandle<Result<Option<Vec<Chunk>>, CloseReason>>),
+}
+
+type Writer = BufWriter<tokio::net::tcp::OwnedWriteHalf>;
+
+/// Answers that must go out before the next one: filled only while a deferred answer is
+/// outstanding, so a connection without fsyncs writes every answer as soon as it has it.
+#[derive(Default)]
+struct Queue(std::collections::VecDeque<Outgoing>);
+
+impl Queue {
+    /// Waits until the oldest answer is ready and takes it (cancel-safe: a deferred
+    /// answer's task keeps running and stays queued).
+    async fn next(&mut self) -> Result<Option<Vec<Chunk>>, CloseReason> {
+        let out = match self.0.front_mut() {
+            None => return std::future::pending().await,
+            Some(Outgoing::Ready(_)) => None,
+            Some(Outgoing::Later(task)) => Some(
+                task.await
+                    .map_err(|e| CloseReason::Io(std::io::Error::other(e)))?,
+            ),
+        };
+        match (self.0.pop_front(), out) {
+            (Some(Outgoing::Ready(chunks)), _) => Ok(chunks),
+            (_, Some(done)) => done,
+            _ => unreachable!("the front was just looked at"),
+        }
+    }
+
+    /// Writes the oldest answers that are ready, in order.
+    async fn write_ready(&mut self, writer: &mut Writer) -> Result<(), CloseReason> {
+        while let Some(front) = self.0.front() {
+            if let Outgoing::Later(task) = front
+                && !task.is_finished()
+            {
+                break;
+            }
+            if let Some(chunks) = self.next().await? {
+                write_chunks(writer, chunks).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn connection(
@@ -192,41 +234,92 @@ async fn connection(
     stream.set_nodelay(true).ok();
     let (r, w) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, r);
-    // Requests are read and handled here, in order; answers are written by their own
-    // task, so the next request is handled while an earlier answer waits for an fsync
-    // or is still being sent.
-    let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_DEPTH);
-    let writer =
-        tokio::spawn(write_loop(BufWriter::with_capacity(64 * 1024, w), rx).in_current_span());
+    let mut writer = BufWriter::with_capacity(64 * 1024, w);
+    // Requests are handled one at a time, in order. An answer waiting for an fsync is
+    // queued and written when its task finishes, meanwhile the next requests are read
+    // and handled; answers behind it queue too, so they all go out in request order.
+    let mut queue = Queue::default();
     let max = broker.config.socket_request_max_bytes;
     let result: Result<(), CloseReason> = async {
         loop {
-            let size = tokio::select! {
-                s = reader.read_i32() => match s {
-                    Ok(s) => s,
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                },
-                _ = shutdown.changed() => return Ok(()),
+            // Answers only leave the buffer when no further request is already here
+            // (pipelined answers share a write), or before waiting.
+            if reader.buffer().is_empty() && !writer.buffer().is_empty() {
+                writer.flush().await?;
+            }
+            // Wait for the next request, writing queued answers as they become ready.
+            loop {
+                if queue.0.len() >= PIPELINE_DEPTH {
+                    if let Some(chunks) = queue.next().await? {
+                        write_chunks(&mut writer, chunks).await?;
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    out = queue.next() => {
+                        if let Some(chunks) = out? {
+                            write_chunks(&mut writer, chunks).await?;
+                        }
+                        queue.write_ready(&mut writer).await?;
+                        if reader.buffer().is_empty() {
+                            writer.flush().await?;
+                        }
+                    }
+                    got = reader.fill_buf() => match got {
+                        Ok([]) => return Ok(()),
+                        Ok(_) => break,
+                        Err(e) => return Err(e.into()),
+                    },
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            let size = match reader.read_i32().await {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
             };
             if size < 8 || size as i64 > max {
                 return Err(CloseReason::BadSize(size, max));
             }
-            let mut frame = vec![0u8; size as usize];
-            reader.read_exact(&mut frame).await?;
-            let out = handle_frame(&broker, Bytes::from(frame), &host).await?;
-            if tx.send(out).await.is_err() {
-                return Ok(()); // the writer stopped: its error is logged below
+            let frame = read_frame(&mut reader, size as usize).await?;
+            let handling = handle_frame(&broker, frame, &host);
+            tokio::pin!(handling);
+            let out = loop {
+                tokio::select! {
+                    biased;
+                    out = &mut handling => break out?,
+                    // earlier answers may go out while this request is handled
+                    out = queue.next() => {
+                        if let Some(chunks) = out? {
+                            write_chunks(&mut writer, chunks).await?;
+                        }
+                        writer.flush().await?;
+                    }
+                }
+            };
+            match out {
+                Outgoing::Ready(Some(chunks)) if queue.0.is_empty() => {
+                    write_chunks(&mut writer, chunks).await?
+                }
+                Outgoing::Ready(None) if queue.0.is_empty() => {}
+                out => queue.0.push_back(out),
             }
         }
     }
     .await;
-    drop(tx); // the writer answers what is queued, then stops
-    let written = match writer.await {
-        Ok(r) => r,
-        Err(e) => Err(CloseReason::Io(std::io::Error::other(e))),
-    };
-    for r in [result, written] {
+    // Whatever the reason for closing, the requests already handled are answered.
+    let drained: Result<(), CloseReason> = async {
+        while !queue.0.is_empty() {
+            if let Some(chunks) = queue.next().await? {
+                write_chunks(&mut writer, chunks).await?;
+            }
+        }
+        writer.flush().await?;
+        Ok(())
+    }
+    .await;
+    for r in [result, drained] {
         match r {
             Ok(()) => {}
             Err(CloseReason::Io(e)) => {
@@ -242,40 +335,24 @@ async fn connection(
     tracing::debug!("connection closed");
 }
 
-/// Writes a connection's answers in request order, flushing whenever no further answer
-/// is ready (so pipelined answers share a write).
-async fn write_loop(
-    mut writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
-    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
-) -> Result<(), CloseReason> {
-    while let Some(out) = rx.recv().await {
-        let chunks = match out {
-            Outgoing::Ready(chunks) => chunks,
-            Outgoing::Later(task) => {
-                if !task.is_finished() {
-                    writer.flush().await?;
-                }
-                task.await
-                    .map_err(|e| CloseReason::Io(std::io::Error::other(e)))??
-            }
-        };
-        if let Some(chunks) = chunks {
-            write_chunks(&mut writer, chunks).await?;
-        }
-        if rx.is_empty() {
-            writer.flush().await?;
+/// Reads a request body of `size` bytes (into fresh, not zeroed, memory).
+async fn read_frame(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    size: usize,
+) -> std::io::Result<Bytes> {
+    let mut frame = BytesMut::with_capacity(size);
+    while frame.len() < size {
+        let want = (size - frame.len()) as u64;
+        if (&mut *reader).take(want).read_buf(&mut frame).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
-    writer.flush().await?;
-    Ok(())
+    Ok(frame.freeze())
 }
 
 /// Writes a response; file regions go out with `sendfile` (zero-copy) after the bytes
 /// before them are flushed.
-async fn write_chunks(
-    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
-    chunks: Vec<Chunk>,
-) -> std::io::Result<()> {
+async fn write_chunks(writer: &mut Writer, chunks: Vec<Chunk>) -> std::io::Result<()> {
     for chunk in chunks {
         match chunk {
             Chunk::Bytes(b) => writer.write_all(&b).await?,

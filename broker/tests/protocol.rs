@@ -927,7 +927,8 @@ async fn flush_messages_one_fsyncs_before_the_ack() {
 
 /// Produce requests waiting for their fsync do not stop the connection: the client may
 /// pipeline produces (some with acks=0) and other requests, and every answer comes back in
-/// request order, each produce acknowledged only once its records are durable.
+/// request order, each produce acknowledged only once its records are durable; a bad
+/// frame behind them closes the connection only after they are answered.
 #[tokio::test]
 async fn pipelined_produces_waiting_for_fsync_are_answered_in_request_order() {
     use kafka_protocol::protocol::{Decodable, HeaderVersion};
@@ -967,6 +968,8 @@ async fn pipelined_produces_waiting_for_fsync_are_answered_in_request_order() {
         let id = c.send_only(&produce_req(partition, -1), 9).await.unwrap();
         expected.push((id, Some(partition)));
     }
+    // A bad frame closes the connection, but only after what came before it is answered.
+    c.send_raw(&3i32.to_be_bytes()).await.unwrap();
     let mut next_offset = [0i64, 0];
     for (id, what) in expected {
         let mut body = c.read_frame().await.unwrap();
@@ -1005,6 +1008,7 @@ async fn pipelined_produces_waiting_for_fsync_are_answered_in_request_order() {
         );
     }
     assert_eq!(next_offset, [39, 39]);
+    assert!(c.read_frame().await.is_err(), "closed after the bad frame");
 }
 
 #[tokio::test]
