@@ -365,13 +365,87 @@ impl Future for DeliveryFuture {
     }
 }
 
-type Waiter = (oneshot::Sender<Result<RecordMetadata, ClientError>>, i64);
+/// Who learns a record's outcome: a [`DeliveryFuture`] or a callback.
+enum Outcome {
+    Future(oneshot::Sender<Result<RecordMetadata, ClientError>>),
+    Callback(Box<dyn FnOnce(Result<RecordMetadata, ClientError>) + Send>),
+}
+
+impl Outcome {
+    fn send(self, r: Result<RecordMetadata, ClientError>) {
+        match self {
+            Outcome::Future(tx) => {
+                let _ = tx.send(r);
+            }
+            Outcome::Callback(f) => f(r),
+        }
+    }
+}
+
+/// A record's notification and its timestamp.
+type Waiter = (Outcome, i64);
 
 struct OpenBatch {
     builder: BatchBuilder,
     waiters: Vec<Waiter>,
     created: Instant,
-    permits: Vec<OwnedSemaphorePermit>,
+    /// The `buffer.memory` its records hold, merged into one permit.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The batches being filled, by topic then partition (looked up by `&str`: no key to
+/// allocate per record).
+#[derive(Default)]
+struct OpenBatches(HashMap<String, HashMap<i32, OpenBatch>>);
+
+impl OpenBatches {
+    fn contains(&self, topic: &str, partition: i32) -> bool {
+        self.0
+            .get(topic)
+            .is_some_and(|m| m.contains_key(&partition))
+    }
+
+    fn remove(&mut self, topic: &str, partition: i32) -> Option<OpenBatch> {
+        self.0.get_mut(topic)?.remove(&partition)
+    }
+
+    /// The open batch of a partition, and whether it was just created.
+    fn get_or_create(&mut self, topic: &str, partition: i32) -> (&mut OpenBatch, bool) {
+        if !self.0.contains_key(topic) {
+            self.0.insert(topic.to_string(), HashMap::new());
+        }
+        let by_partition = self.0.get_mut(topic).expect("just inserted");
+        let created = !by_partition.contains_key(&partition);
+        let batch = by_partition.entry(partition).or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::new(),
+            waiters: Vec::new(),
+            created: Instant::now(),
+            permit: None,
+        });
+        (batch, created)
+    }
+
+    /// Removes and returns the batches `take` selects.
+    fn take_where(&mut self, take: impl Fn(&OpenBatch) -> bool) -> Vec<((String, i32), OpenBatch)> {
+        let mut out = Vec::new();
+        for (topic, by_partition) in self.0.iter_mut() {
+            let chosen: Vec<i32> = by_partition
+                .iter()
+                .filter(|(_, b)| take(b))
+                .map(|(p, _)| *p)
+                .collect();
+            for p in chosen {
+                if let Some(b) = by_partition.remove(&p) {
+                    out.push(((topic.clone(), p), b));
+                }
+            }
+        }
+        out
+    }
+
+    fn values(&self) -> impl Iterator<Item = &OpenBatch> {
+        self.0.values().flat_map(|m| m.values())
+    }
 }
 
 struct ReadyBatch {
@@ -379,7 +453,7 @@ struct ReadyBatch {
     partition: i32,
     bytes: Bytes,
     waiters: Vec<Waiter>,
-    _permits: Vec<OwnedSemaphorePermit>,
+    _permit: Option<OwnedSemaphorePermit>,
     first_ready: Instant,
     attempts: u32,
     retry_at: Option<Instant>,
@@ -387,7 +461,7 @@ struct ReadyBatch {
 
 #[derive(Default)]
 struct Accumulator {
-    open: HashMap<(String, i32), OpenBatch>,
+    open: OpenBatches,
     ready: VecDeque<ReadyBatch>,
     sticky: HashMap<String, i32>,
     round_robin: HashMap<String, u32>,
@@ -478,6 +552,27 @@ impl Producer {
     /// for `buffer.memory` up to `max.block.ms`); the returned [`DeliveryFuture`]
     /// completes when the broker acknowledges it.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(record, Outcome::Future(tx)).await?;
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Queues a record like [`Producer::send`], and calls `callback` with its outcome
+    /// once the broker acknowledges it or it fails (as Java's `send(record, callback)`).
+    /// The callback runs on the producer's sender task: keep it short.
+    pub async fn send_with_callback<F>(
+        &self,
+        record: ProducerRecord,
+        callback: F,
+    ) -> Result<(), ClientError>
+    where
+        F: FnOnce(Result<RecordMetadata, ClientError>) + Send + 'static,
+    {
+        self.enqueue(record, Outcome::Callback(Box::new(callback)))
+            .await
+    }
+
+    async fn enqueue(&self, record: ProducerRecord, notify: Outcome) -> Result<(), ClientError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(ClientError::Closed);
         }
@@ -488,8 +583,11 @@ impl Producer {
                     .into(),
             ));
         }
-        let topic = self.inner.cluster.topic_or_create(&record.topic).await?;
-        let count = topic.partitions.len() as i32;
+        let count = self
+            .inner
+            .cluster
+            .partition_count_or_create(&record.topic)
+            .await? as i32;
         if count == 0 {
             return Err(ClientError::UnknownTopic(record.topic.clone()));
         }
@@ -513,20 +611,23 @@ impl Producer {
             });
         }
         let permits = size.min(cfg.buffer_memory).max(1) as u32;
-        let permit = tokio::time::timeout(
-            cfg.max_block,
-            self.inner.memory.clone().acquire_many_owned(permits),
-        )
-        .await
-        .map_err(|_| {
-            ClientError::Timeout(format!(
-                "buffer.memory full for max.block.ms ({:?})",
-                cfg.max_block
-            ))
-        })?
-        .map_err(|_| ClientError::Closed)?;
+        let permit = match self.inner.memory.clone().try_acquire_many_owned(permits) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::time::timeout(
+                cfg.max_block,
+                self.inner.memory.clone().acquire_many_owned(permits),
+            )
+            .await
+            .map_err(|_| {
+                ClientError::Timeout(format!(
+                    "buffer.memory full for max.block.ms ({:?})",
+                    cfg.max_block
+                ))
+            })?
+            .map_err(|_| ClientError::Closed)?,
+        };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let (tx, rx) = oneshot::channel();
         let mut wake = false;
         {
             let mut acc = self.acc();
@@ -534,27 +635,27 @@ impl Producer {
                 Some(p) => p,
                 None => choose_partition(&mut acc, cfg, &record, count),
             };
-            let key = (record.topic.clone(), partition);
+            let (batch, created) = acc.open.get_or_create(&record.topic, partition);
             // A new batch gives the sender a new linger deadline to wait for.
-            wake |= !acc.open.contains_key(&key);
-            let batch = acc.open.entry(key.clone()).or_insert_with(|| OpenBatch {
-                builder: BatchBuilder::new(),
-                waiters: Vec::new(),
-                created: Instant::now(),
-                permits: Vec::new(),
-            });
+            wake |= created;
             batch.builder.append(
                 timestamp,
                 record.key.as_deref(),
                 record.value.as_deref(),
                 &record.headers,
             );
-            batch.waiters.push((tx, timestamp));
-            batch.permits.push(permit);
+            batch.waiters.push((notify, timestamp));
+            match &mut batch.permit {
+                Some(held) => held.merge(permit),
+                None => batch.permit = Some(permit),
+            }
             self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
             if batch.builder.size_bytes() >= cfg.batch_size {
-                let full = acc.open.remove(&key).expect("just inserted");
-                close_batch(&mut acc, cfg, key, full);
+                let full = acc
+                    .open
+                    .remove(&record.topic, partition)
+                    .expect("just filled");
+                close_batch(&mut acc, cfg, (record.topic, partition), full);
                 wake = true;
             } else if cfg.linger.is_zero() {
                 wake = true;
@@ -563,7 +664,7 @@ impl Producer {
         if wake {
             self.inner.wake.notify_one();
         }
-        Ok(DeliveryFuture { rx })
+        Ok(())
     }
 
     /// Sends every buffered record now and waits until all are acknowledged or failed.
@@ -574,11 +675,8 @@ impl Producer {
             idle.as_mut().enable();
             {
                 let mut acc = self.acc();
-                let keys: Vec<_> = acc.open.keys().cloned().collect();
-                for k in keys {
-                    if let Some(b) = acc.open.remove(&k) {
-                        close_batch(&mut acc, &self.inner.config, k, b);
-                    }
+                for (k, b) in acc.open.take_where(|_| true) {
+                    close_batch(&mut acc, &self.inner.config, k, b);
                 }
             }
             self.inner.wake.notify_one();
@@ -801,7 +899,7 @@ fn choose_partition(
                 // Uniform sticky: stay on the partition until its batch is closed.
                 let current = acc.sticky.get(&r.topic).copied();
                 match current {
-                    Some(p) if p < count && acc.open.contains_key(&(r.topic.clone(), p)) => p,
+                    Some(p) if p < count && acc.open.contains(&r.topic, p) => p,
                     _ => {
                         let mut rng = rand::rng();
                         let mut p = rng.random_range(0..count);
@@ -837,7 +935,7 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
         partition: key.1,
         bytes,
         waiters: b.waiters,
-        _permits: b.permits,
+        _permit: b.permit,
         first_ready: Instant::now(),
         attempts: 0,
         retry_at: None,
@@ -855,7 +953,7 @@ fn release(inner: &Inner, b: &ReadyBatch) {
 fn finish(inner: &Inner, batch: ReadyBatch, result: Result<(i64, i64), ClientError>) {
     release(inner, &batch);
     let n = batch.waiters.len();
-    for (i, (tx, ts)) in batch.waiters.into_iter().enumerate() {
+    for (i, (notify, ts)) in batch.waiters.into_iter().enumerate() {
         let r = match &result {
             Ok((base, append_time)) => Ok(RecordMetadata {
                 topic: batch.topic.clone(),
@@ -865,7 +963,7 @@ fn finish(inner: &Inner, batch: ReadyBatch, result: Result<(i64, i64), ClientErr
             }),
             Err(e) => Err(e.clone()),
         };
-        let _ = tx.send(r);
+        notify.send(r);
     }
     if let Err(e) = &result
         && inner.config.transactional_id.is_some()
@@ -889,16 +987,9 @@ async fn sender_loop(inner: Arc<Inner>) {
         {
             let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
             // Lingered long enough: close.
-            let expired: Vec<_> = acc
-                .open
-                .iter()
-                .filter(|(_, b)| now >= b.created + inner.config.linger)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in expired {
-                if let Some(b) = acc.open.remove(&k) {
-                    close_batch(&mut acc, &inner.config, k, b);
-                }
+            let linger = inner.config.linger;
+            for (k, b) in acc.open.take_where(|b| now >= b.created + linger) {
+                close_batch(&mut acc, &inner.config, k, b);
             }
             for b in acc.open.values() {
                 let d = b.created + inner.config.linger;

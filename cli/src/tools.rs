@@ -1,6 +1,7 @@
 //! Client-side commands: topics, produce, consume, perf.
 
 use std::io::{BufRead, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -502,7 +503,7 @@ pub enum PerfCmd {
         #[arg(long = "record-size")]
         record_size: usize,
         /// Target records/s (-1: as fast as possible).
-        #[arg(long, default_value_t = -1)]
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
         throughput: i64,
         /// Producer property, key=value (repeatable).
         #[arg(long = "producer-props", num_args = 1..)]
@@ -533,6 +534,59 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// What `runnel perf produce` learns from its delivery callbacks: every latency, and a
+/// progress line every 5 s (as kafka-producer-perf-test prints).
+struct PerfStats {
+    record_size: usize,
+    lat: Vec<f64>,
+    first_error: Option<runnel_api::ClientError>,
+    window_start: Instant,
+    window_count: u64,
+    window_sum: f64,
+    window_max: f64,
+}
+
+impl PerfStats {
+    fn new(record_size: usize) -> Self {
+        PerfStats {
+            record_size,
+            lat: Vec::new(),
+            first_error: None,
+            window_start: Instant::now(),
+            window_count: 0,
+            window_sum: 0.0,
+            window_max: 0.0,
+        }
+    }
+
+    fn record(&mut self, ms: f64) {
+        self.lat.push(ms);
+        self.window_count += 1;
+        self.window_sum += ms;
+        self.window_max = self.window_max.max(ms);
+        let secs = self.window_start.elapsed().as_secs_f64();
+        if secs >= 5.0 {
+            let n = self.window_count as f64;
+            eprintln!(
+                "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.1} ms avg latency, {:.1} ms max latency.",
+                self.window_count,
+                n / secs,
+                n * self.record_size as f64 / secs / 1048576.0,
+                self.window_sum / n,
+                self.window_max
+            );
+            self.window_start = Instant::now();
+            self.window_count = 0;
+            self.window_sum = 0.0;
+            self.window_max = 0.0;
+        }
+    }
+
+    fn failed(&mut self, e: runnel_api::ClientError) {
+        self.first_error.get_or_insert(e);
+    }
+}
+
 /// Runs `runnel perf`.
 pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
     match cmd {
@@ -560,35 +614,9 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
                     .map(|i| b'A' + (i % 26) as u8)
                     .collect::<Vec<u8>>(),
             );
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+            let stats = Arc::new(Mutex::new(PerfStats::new(record_size)));
             let start = Instant::now();
             let mut window_start = Instant::now();
-            let collector = tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut window = Vec::new();
-                let mut window_t = Instant::now();
-                while let Some(ms) = rx.recv().await {
-                    lat.push(ms);
-                    window.push(ms);
-                    if window_t.elapsed() >= Duration::from_secs(5) {
-                        let secs = window_t.elapsed().as_secs_f64();
-                        let n = window.len() as f64;
-                        let avg = window.iter().sum::<f64>() / n;
-                        let max = window.iter().cloned().fold(0.0, f64::max);
-                        eprintln!(
-                            "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.1} ms avg latency, {:.1} ms max latency.",
-                            window.len(),
-                            n / secs,
-                            n * record_size as f64 / secs / 1048576.0,
-                            avg,
-                            max
-                        );
-                        window.clear();
-                        window_t = Instant::now();
-                    }
-                }
-                lat
-            });
             let mut sent_in_window = 0u64;
             for _ in 0..num_records {
                 if throughput > 0 {
@@ -604,24 +632,33 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
                     }
                 }
                 let t0 = Instant::now();
-                let d = producer
-                    .send(ProducerRecord {
-                        topic: topic.clone(),
-                        value: Some(payload.clone()),
-                        ..Default::default()
-                    })
+                let stats = stats.clone();
+                producer
+                    .send_with_callback(
+                        ProducerRecord {
+                            topic: topic.clone(),
+                            value: Some(payload.clone()),
+                            ..Default::default()
+                        },
+                        move |r| {
+                            let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+                            match r {
+                                Ok(_) => st.record(t0.elapsed().as_secs_f64() * 1000.0),
+                                Err(e) => st.failed(e),
+                            }
+                        },
+                    )
                     .await?;
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    if d.await.is_ok() {
-                        let _ = tx.send(t0.elapsed().as_secs_f64() * 1000.0);
-                    }
-                });
             }
             producer.flush().await?;
-            drop(tx);
             let elapsed = start.elapsed().as_secs_f64();
-            let mut lat = collector.await?;
+            let (mut lat, first_error) = {
+                let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+                (std::mem::take(&mut st.lat), st.first_error.take())
+            };
+            if let Some(e) = first_error {
+                eprintln!("first failed record: {e}");
+            }
             lat.sort_by(|a, b| a.total_cmp(b));
             let n = lat.len() as f64;
             let avg = if lat.is_empty() {

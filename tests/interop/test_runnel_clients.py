@@ -641,8 +641,9 @@ def test_cli_perf_produce_and_consume(broker):
     topic = unique_topic("perf")
     create_topic(broker, topic, 3)
     n, size = 4000, 100
+    # "--throughput -1" exactly as the README and kafka-producer-perf-test write it
     cp = cli_ok(broker, "perf", "produce", "--topic", topic, "--num-records", str(n), "--record-size", str(size),
-                "--producer-props", "acks=all", "linger.ms=5", timeout=120)
+                "--throughput", "-1", "--producer-props", "acks=all", "linger.ms=5", timeout=120)
     last = cp.stdout.strip().splitlines()[-1] if cp.stdout.strip() else ""
     m = PERF_RE.match(last)
     assert m, f"final line not in ProducerPerformance's format: {last!r}\n{describe_run(cp)}"

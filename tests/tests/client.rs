@@ -222,6 +222,63 @@ async fn acks_zero_and_one_deliver_and_seek_works() {
 }
 
 #[tokio::test]
+async fn delivery_callbacks_report_each_records_offset_and_a_refused_batch() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[
+            NewTopic::new("callbacks", 1),
+            NewTopic::new("small", 1).config("max.message.bytes", "1000"),
+        ])
+        .await
+        .unwrap();
+    let p = producer(&b, &[("linger.ms", "5")]).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..200 {
+        let tx = tx.clone();
+        p.send_with_callback(
+            ProducerRecord::new("callbacks").value(i.to_string()),
+            move |r| {
+                let _ = tx.send((i, r));
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let tx2 = tx.clone();
+    p.send_with_callback(
+        ProducerRecord::new("small").value(vec![b'x'; 5000]),
+        move |r| {
+            let _ = tx2.send((-1, r));
+        },
+    )
+    .await
+    .unwrap();
+    drop(tx);
+    p.flush().await.unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some((i, r)) = rx.recv().await {
+        assert!(seen.insert(i, r).is_none(), "record {i} called back twice");
+    }
+    assert_eq!(seen.len(), 201, "every record is called back once by flush");
+    for i in 0..200 {
+        let m = seen[&i].as_ref().expect("delivered");
+        assert_eq!(
+            (m.topic.as_str(), m.partition, m.offset),
+            ("callbacks", 0, i as i64),
+            "record {i} lands at its own offset, in send order"
+        );
+    }
+    match &seen[&-1] {
+        Err(runnel_api::ClientError::Broker { code, .. }) => {
+            assert_eq!(*code, 10, "MESSAGE_TOO_LARGE reaches the callback")
+        }
+        other => panic!("an oversized record must fail in its callback, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn auto_offset_reset_latest_skips_old_records_and_offsets_for_times_finds_new_ones() {
     let b = TestBroker::start(&[]).await;
     Admin::connect(&b.bootstrap)
