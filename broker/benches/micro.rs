@@ -63,6 +63,14 @@ fn index_lookup(c: &mut Criterion) {
             idx.lookup(black_box(probe)).expect("lookup")
         })
     });
+    // The same index as a closed segment's: not held in memory (in the page cache).
+    let closed = OffsetIndex::open(&dir.path().join("0.index"), 0, false).expect("reopens");
+    g.bench_function("lookup_in_1.3M_entries_closed_segment", |b| {
+        b.iter(|| {
+            probe = (probe + 7_919 * 40) % (entries * 40);
+            closed.lookup(black_box(probe)).expect("lookup")
+        })
+    });
     g.finish();
 }
 

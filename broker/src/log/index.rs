@@ -5,8 +5,11 @@
 //! `.timeindex`: 12-byte entries (timestamp i64, relative offset u32), timestamps
 //! strictly increasing. Both are big-endian, as Kafka writes them.
 //!
-//! The active segment keeps its entries in memory as well; closed segments are searched
-//! on disk with positioned reads, so memory does not grow with the log.
+//! The active segment keeps its entries in memory as well. A closed segment keeps only
+//! every [`SAMPLE_STRIDE`]th entry in memory, taken at its first lookup: a lookup
+//! searches the sample, then reads the one stretch of entries between two samples with a
+//! single positioned read (instead of a read per binary-search probe), so memory grows
+//! by 1/64 of the index size.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -19,6 +22,8 @@ pub const OFFSET_ENTRY: u64 = 8;
 pub const TIME_ENTRY: u64 = 12;
 /// The widest entry.
 const MAX_ENTRY: usize = TIME_ENTRY as usize;
+/// A closed index keeps every this-many-th entry in memory.
+pub const SAMPLE_STRIDE: u64 = 64;
 
 /// A file of fixed-width entries searched by binary search.
 #[derive(Debug)]
@@ -28,6 +33,9 @@ struct EntryFile {
     width: u64,
     entries: u64,
     cache: Option<Vec<u8>>,
+    /// Every [`SAMPLE_STRIDE`]th entry (0, S, 2S, ...), read at the first lookup while
+    /// uncached; emptied by any change to the file.
+    sample: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl EntryFile {
@@ -50,7 +58,18 @@ impl EntryFile {
             width,
             entries,
             cache: None,
+            sample: std::sync::OnceLock::new(),
         })
+    }
+
+    fn set_cached(&mut self, cached: bool) -> io::Result<()> {
+        self.sample = std::sync::OnceLock::new();
+        if cached {
+            self.load_cache()
+        } else {
+            self.cache = None;
+            Ok(())
+        }
     }
 
     fn load_cache(&mut self) -> io::Result<()> {
@@ -76,6 +95,7 @@ impl EntryFile {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all_at(bytes, self.entries * self.width)?;
         self.entries += 1;
+        self.sample = std::sync::OnceLock::new();
         if let Some(c) = &mut self.cache {
             c.extend_from_slice(bytes);
         }
@@ -87,27 +107,70 @@ impl EntryFile {
         if self.entries == 0 {
             return Ok(None);
         }
-        let (mut lo, mut hi) = (0u64, self.entries);
-        // invariant: entries [0, lo) have key <= target; [hi, n) have key > target
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if key(&self.entry(mid)?) <= target {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
+        if let Some(c) = &self.cache {
+            return Ok(floor_in(c, self.width as usize, target, &key).map(|i| i as u64));
         }
-        Ok(if lo == 0 { None } else { Some(lo - 1) })
+        let w = self.width as usize;
+        let sample = match self.sample.get() {
+            Some(s) => s,
+            None => {
+                let s = self.read_sample()?;
+                self.sample.get_or_init(|| s)
+            }
+        };
+        // The stretch of entries after the last sample at or below the target holds the
+        // answer; it is read with one pread.
+        let Some(j) = floor_in(sample, w, target, &key) else {
+            return Ok(None);
+        };
+        let first = j as u64 * SAMPLE_STRIDE;
+        let count = SAMPLE_STRIDE.min(self.entries - first) as usize;
+        let mut stretch = [0u8; SAMPLE_STRIDE as usize * MAX_ENTRY];
+        self.file
+            .read_exact_at(&mut stretch[..count * w], first * self.width)?;
+        let i = floor_in(&stretch[..count * w], w, target, &key)
+            .expect("the stretch starts with the sampled entry, which is <= target");
+        Ok(Some(first + i as u64))
     }
 
-    fn reset(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        self.entries = 0;
-        if self.cache.is_some() {
-            self.cache = Some(Vec::new());
+    /// Every [`SAMPLE_STRIDE`]th entry of the file, read in one pass.
+    fn read_sample(&self) -> io::Result<Vec<u8>> {
+        let w = self.width as usize;
+        let mut all = vec![0u8; self.entries as usize * w];
+        self.file.read_exact_at(&mut all, 0)?;
+        Ok(all
+            .chunks(w * SAMPLE_STRIDE as usize)
+            .flat_map(|stretch| &stretch[..w])
+            .copied()
+            .collect())
+    }
+
+    /// Keeps the first `keep` entries.
+    fn truncate(&mut self, keep: u64) -> io::Result<()> {
+        self.file.set_len(keep * self.width)?;
+        self.entries = keep;
+        self.sample = std::sync::OnceLock::new();
+        if let Some(c) = &mut self.cache {
+            c.truncate((keep * self.width) as usize);
         }
         Ok(())
     }
+}
+
+/// Binary search in packed entries of width `w`: the index of the last entry whose key
+/// is <= `target`.
+fn floor_in(entries: &[u8], w: usize, target: i64, key: impl Fn(&[u8]) -> i64) -> Option<usize> {
+    let (mut lo, mut hi) = (0usize, entries.len() / w);
+    // invariant: entries [0, lo) have key <= target; [hi, n) have key > target
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if key(&entries[mid * w..(mid + 1) * w]) <= target {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo.checked_sub(1)
 }
 
 /// `.index`: relative offset → file position.
@@ -128,12 +191,12 @@ impl OffsetIndex {
 
     /// Keeps entries in memory too (the active segment).
     pub fn cache(&mut self) -> io::Result<()> {
-        self.inner.load_cache()
+        self.inner.set_cached(true)
     }
 
     /// Drops the in-memory copy (the segment stopped being active).
     pub fn uncache(&mut self) {
-        self.inner.cache = None;
+        let _ = self.inner.set_cached(false);
     }
 
     /// Number of entries.
@@ -188,7 +251,7 @@ impl OffsetIndex {
 
     /// Removes every entry.
     pub fn reset(&mut self) -> io::Result<()> {
-        self.inner.reset()
+        self.inner.truncate(0)
     }
 
     /// Drops entries pointing at or past `position` (after a log truncation).
@@ -197,12 +260,7 @@ impl OffsetIndex {
         while keep > 0 && self.entry(keep - 1)?.1 >= position {
             keep -= 1;
         }
-        self.inner.file.set_len(keep * OFFSET_ENTRY)?;
-        self.inner.entries = keep;
-        if let Some(c) = &mut self.inner.cache {
-            c.truncate((keep * OFFSET_ENTRY) as usize);
-        }
-        Ok(())
+        self.inner.truncate(keep)
     }
 
     /// fsyncs the file.
@@ -253,12 +311,12 @@ impl TimeIndex {
 
     /// Keeps entries in memory too (the active segment).
     pub fn cache(&mut self) -> io::Result<()> {
-        self.inner.load_cache()
+        self.inner.set_cached(true)
     }
 
     /// Drops the in-memory copy.
     pub fn uncache(&mut self) {
-        self.inner.cache = None;
+        let _ = self.inner.set_cached(false);
     }
 
     /// The last entry (timestamp, offset).
@@ -307,7 +365,7 @@ impl TimeIndex {
     /// Removes every entry.
     pub fn reset(&mut self) -> io::Result<()> {
         self.last = None;
-        self.inner.reset()
+        self.inner.truncate(0)
     }
 
     /// fsyncs the file.
@@ -321,11 +379,7 @@ impl TimeIndex {
         while keep > 0 && self.entry(keep - 1)?.1 >= offset {
             keep -= 1;
         }
-        self.inner.file.set_len(keep * TIME_ENTRY)?;
-        self.inner.entries = keep;
-        if let Some(c) = &mut self.inner.cache {
-            c.truncate((keep * TIME_ENTRY) as usize);
-        }
+        self.inner.truncate(keep)?;
         self.last = if keep > 0 {
             Some(self.entry(keep - 1)?)
         } else {
@@ -384,5 +438,50 @@ mod tests {
         let idx = OffsetIndex::open(&p, 0, false).unwrap();
         assert_eq!(idx.len(), 1);
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 8);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A closed index (sampled, one read per lookup) and the active one (in memory)
+        /// answer every lookup as a scan of all entries would, across stride boundaries
+        /// and after truncation.
+        #[test]
+        fn sampled_and_cached_lookups_agree_with_a_scan(
+            gaps in proptest::collection::vec(1i64..50, 0..300),
+            probes in proptest::collection::vec(0i64..20_000, 1..40),
+            keep in 0usize..300,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("0.index");
+            let base = 1_000;
+            let mut idx = OffsetIndex::open(&p, base, true).unwrap();
+            idx.cache().unwrap();
+            let mut entries = Vec::new();
+            let mut off = base;
+            for (i, g) in gaps.iter().enumerate() {
+                off += g;
+                let pos = (i as u64 + 1) * 100;
+                idx.append(off, pos).unwrap();
+                entries.push((off, pos));
+            }
+            let scan = |entries: &[(i64, u64)], o: i64| {
+                entries.iter().take_while(|(e, _)| *e <= o).last().map_or(0, |e| e.1)
+            };
+            let mut closed = OffsetIndex::open(&p, base, false).unwrap();
+            for &probe in &probes {
+                let o = base + probe / 10;
+                proptest::prop_assert_eq!(idx.lookup(o).unwrap(), scan(&entries, o), "cached, offset {}", o);
+                proptest::prop_assert_eq!(closed.lookup(o).unwrap(), scan(&entries, o), "closed, offset {}", o);
+            }
+            let keep = keep.min(entries.len());
+            let cut = entries.get(keep).map_or(u64::MAX, |e| e.1);
+            entries.truncate(keep);
+            closed.truncate_to_position(cut).unwrap();
+            closed.uncache();
+            for &probe in &probes {
+                let o = base + probe / 10;
+                proptest::prop_assert_eq!(closed.lookup(o).unwrap(), scan(&entries, o), "truncated, offset {}", o);
+            }
+        }
     }
 }
