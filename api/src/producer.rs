@@ -73,6 +73,10 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+
+// The maps looked up for every record use a fast non-cryptographic hash (their keys
+// are the application's own topic names and partition numbers).
+use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -396,7 +400,7 @@ struct OpenBatch {
 /// The batches being filled, by topic then partition (looked up by `&str`: no key to
 /// allocate per record).
 #[derive(Default)]
-struct OpenBatches(HashMap<String, HashMap<i32, OpenBatch>>);
+struct OpenBatches(FxHashMap<String, FxHashMap<i32, OpenBatch>>);
 
 impl OpenBatches {
     fn contains(&self, topic: &str, partition: i32) -> bool {
@@ -409,16 +413,27 @@ impl OpenBatches {
         self.0.get_mut(topic)?.remove(&partition)
     }
 
-    /// The open batch of a partition, and whether it was just created.
-    fn get_or_create(&mut self, topic: &str, partition: i32) -> (&mut OpenBatch, bool) {
+    fn get(&self, topic: &str, partition: i32) -> Option<&OpenBatch> {
+        self.0.get(topic)?.get(&partition)
+    }
+
+    /// The open batch of a partition, and whether it was just created (with room for
+    /// `batch_size` bytes and `records` records).
+    fn get_or_create(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch_size: usize,
+        records: usize,
+    ) -> (&mut OpenBatch, bool) {
         if !self.0.contains_key(topic) {
-            self.0.insert(topic.to_string(), HashMap::new());
+            self.0.insert(topic.to_string(), FxHashMap::default());
         }
         let by_partition = self.0.get_mut(topic).expect("just inserted");
         let created = !by_partition.contains_key(&partition);
         let batch = by_partition.entry(partition).or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new(),
-            waiters: Vec::new(),
+            builder: BatchBuilder::with_capacity(batch_size),
+            waiters: Vec::with_capacity(records),
             created: Instant::now(),
             permit: None,
         });
@@ -463,8 +478,8 @@ struct ReadyBatch {
 struct Accumulator {
     open: OpenBatches,
     ready: VecDeque<ReadyBatch>,
-    sticky: HashMap<String, i32>,
-    round_robin: HashMap<String, u32>,
+    sticky: FxHashMap<String, i32>,
+    round_robin: FxHashMap<String, u32>,
     /// Next sequence number per partition (idempotent producers).
     sequences: HashMap<(String, i32), i32>,
     /// Producer id and epoch (-1, -1 when not idempotent).
@@ -631,11 +646,30 @@ impl Producer {
         let mut wake = false;
         {
             let mut acc = self.acc();
-            let partition = match record.partition {
+            let mut partition = match record.partition {
                 Some(p) => p,
                 None => choose_partition(&mut acc, cfg, &record, count),
             };
-            let (batch, created) = acc.open.get_or_create(&record.topic, partition);
+            // As Java's producer: a record that does not fit the open batch closes it and
+            // starts the next one (on the next sticky partition for unkeyed records), so a
+            // batch stays within batch.size unless one record alone is larger.
+            if acc.open.get(&record.topic, partition).is_some_and(|b| {
+                !b.builder.is_empty() && b.builder.size_bytes() + size > cfg.batch_size
+            }) {
+                let full = acc
+                    .open
+                    .remove(&record.topic, partition)
+                    .expect("just looked at");
+                close_batch(&mut acc, cfg, (record.topic.clone(), partition), full);
+                wake = true;
+                if record.partition.is_none() {
+                    partition = choose_partition(&mut acc, cfg, &record, count);
+                }
+            }
+            let per_batch = (cfg.batch_size / size.max(1)).clamp(1, 4096);
+            let (batch, created) =
+                acc.open
+                    .get_or_create(&record.topic, partition, cfg.batch_size, per_batch);
             // A new batch gives the sender a new linger deadline to wait for.
             wake |= created;
             batch.builder.append(
@@ -929,7 +963,7 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
     };
     let bytes = b
         .builder
-        .build_with(cfg.compression, pid, epoch, seq, acc.transactional);
+        .into_batch(cfg.compression, pid, epoch, seq, acc.transactional);
     acc.ready.push_back(ReadyBatch {
         topic: key.0,
         partition: key.1,

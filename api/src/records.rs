@@ -117,9 +117,14 @@ fn get_bytes(buf: &mut Bytes) -> Result<Option<Bytes>, RecordsError> {
     Ok(Some(buf.split_to(len as usize)))
 }
 
+/// The record batch v2 header: base offset to records count.
+const HEADER: usize = 61;
+
 /// Builds one record batch, appending records' encoded bytes as they arrive.
 #[derive(Debug)]
 pub struct BatchBuilder {
+    /// Room for the header, then the encoded records: an uncompressed batch is finished
+    /// in place, without copying its records.
     records: BytesMut,
     count: i32,
     base_timestamp: i64,
@@ -135,8 +140,16 @@ impl Default for BatchBuilder {
 impl BatchBuilder {
     /// An empty batch.
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An empty batch with room for `bytes` of records before it reallocates (a producer
+    /// gives `batch.size`).
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut records = BytesMut::with_capacity(HEADER + bytes);
+        records.put_bytes(0, HEADER);
         Self {
-            records: BytesMut::new(),
+            records,
             count: 0,
             base_timestamp: 0,
             max_timestamp: -1,
@@ -155,7 +168,7 @@ impl BatchBuilder {
 
     /// Uncompressed size so far, header included.
     pub fn size_bytes(&self) -> usize {
-        61 + self.records.len()
+        self.records.len()
     }
 
     /// Bytes one more record would add (an estimate good to a few bytes).
@@ -249,11 +262,12 @@ impl BatchBuilder {
         base_sequence: i32,
         transactional: bool,
     ) -> Bytes {
-        let compressed: Bytes = match compression {
-            Compression::None => self.records.clone().freeze(),
+        let mut b = match compression {
+            Compression::None => BytesMut::from(&self.records[..]),
             c => {
                 let mut out = BytesMut::with_capacity(self.records.len() / 2 + 64);
-                let raw = &self.records[..];
+                out.put_bytes(0, HEADER);
+                let raw = &self.records[HEADER..];
                 let fill = |tmp: &mut BytesMut| {
                     tmp.put_slice(raw);
                     Ok(())
@@ -266,7 +280,7 @@ impl BatchBuilder {
                     Compression::None => unreachable!("handled above"),
                 };
                 match res {
-                    Ok(()) => out.freeze(),
+                    Ok(()) => out,
                     // Codecs compressing in memory do not fail; if one ever does, the batch
                     // goes out uncompressed rather than not at all.
                     Err(_) => {
@@ -281,24 +295,74 @@ impl BatchBuilder {
                 }
             }
         };
-        let mut b = BytesMut::with_capacity(61 + compressed.len());
-        b.put_i64(0); // base offset: the broker assigns it
-        b.put_i32((49 + compressed.len()) as i32);
-        b.put_i32(-1); // partition leader epoch
-        b.put_i8(2); // magic
-        b.put_u32(0); // crc, patched below
-        b.put_i16(compression.id() | if transactional { 0x10 } else { 0 });
-        b.put_i32(self.count - 1);
-        b.put_i64(self.base_timestamp);
-        b.put_i64(self.max_timestamp);
-        b.put_i64(producer_id);
-        b.put_i16(producer_epoch);
-        b.put_i32(base_sequence);
-        b.put_i32(self.count);
-        b.put_slice(&compressed);
+        let attributes = compression.id() | if transactional { 0x10 } else { 0 };
+        self.write_header(
+            &mut b,
+            attributes,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        );
+        b.freeze()
+    }
+
+    /// As [`BatchBuilder::build_with`], consuming the builder: an uncompressed batch is
+    /// finished in the builder's own buffer (no copy of its records).
+    pub fn into_batch(
+        mut self,
+        compression: Compression,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        transactional: bool,
+    ) -> Bytes {
+        if compression != Compression::None {
+            return self.build_with(
+                compression,
+                producer_id,
+                producer_epoch,
+                base_sequence,
+                transactional,
+            );
+        }
+        let mut b = std::mem::take(&mut self.records);
+        let attributes = if transactional { 0x10 } else { 0 };
+        self.write_header(
+            &mut b,
+            attributes,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        );
+        b.freeze()
+    }
+
+    /// Fills the header room at the front of `b` (whose records follow it) and the CRC.
+    fn write_header(
+        &self,
+        b: &mut BytesMut,
+        attributes: i16,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) {
+        let records_len = b.len() - HEADER;
+        let mut h = &mut b[..HEADER];
+        h.put_i64(0); // base offset: the broker assigns it
+        h.put_i32((49 + records_len) as i32);
+        h.put_i32(-1); // partition leader epoch
+        h.put_i8(2); // magic
+        h.put_u32(0); // crc, patched below
+        h.put_i16(attributes);
+        h.put_i32(self.count - 1);
+        h.put_i64(self.base_timestamp);
+        h.put_i64(self.max_timestamp);
+        h.put_i64(producer_id);
+        h.put_i16(producer_epoch);
+        h.put_i32(base_sequence);
+        h.put_i32(self.count);
         let crc = crc32c::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b.freeze()
     }
 }
 

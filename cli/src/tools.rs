@@ -547,10 +547,10 @@ struct PerfStats {
 }
 
 impl PerfStats {
-    fn new(record_size: usize) -> Self {
+    fn new(record_size: usize, records: u64) -> Self {
         PerfStats {
             record_size,
-            lat: Vec::new(),
+            lat: Vec::with_capacity(records.min(50_000_000) as usize),
             first_error: None,
             window_start: Instant::now(),
             window_count: 0,
@@ -559,12 +559,14 @@ impl PerfStats {
         }
     }
 
-    fn record(&mut self, ms: f64) {
+    /// A record sent at `sent` was acknowledged at `now`.
+    fn record(&mut self, sent: Instant, now: Instant) {
+        let ms = (now - sent).as_secs_f64() * 1000.0;
         self.lat.push(ms);
         self.window_count += 1;
         self.window_sum += ms;
         self.window_max = self.window_max.max(ms);
-        let secs = self.window_start.elapsed().as_secs_f64();
+        let secs = (now - self.window_start).as_secs_f64();
         if secs >= 5.0 {
             let n = self.window_count as f64;
             eprintln!(
@@ -575,7 +577,7 @@ impl PerfStats {
                 self.window_sum / n,
                 self.window_max
             );
-            self.window_start = Instant::now();
+            self.window_start = now;
             self.window_count = 0;
             self.window_sum = 0.0;
             self.window_max = 0.0;
@@ -614,7 +616,7 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
                     .map(|i| b'A' + (i % 26) as u8)
                     .collect::<Vec<u8>>(),
             );
-            let stats = Arc::new(Mutex::new(PerfStats::new(record_size)));
+            let stats = Arc::new(Mutex::new(PerfStats::new(record_size, num_records)));
             let start = Instant::now();
             let mut window_start = Instant::now();
             let mut sent_in_window = 0u64;
@@ -643,7 +645,7 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
                         move |r| {
                             let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
                             match r {
-                                Ok(_) => st.record(t0.elapsed().as_secs_f64() * 1000.0),
+                                Ok(_) => st.record(t0, Instant::now()),
                                 Err(e) => st.failed(e),
                             }
                         },
