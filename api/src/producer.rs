@@ -653,9 +653,22 @@ impl Producer {
             // As Java's producer: a record that does not fit the open batch closes it and
             // starts the next one (on the next sticky partition for unkeyed records), so a
             // batch stays within batch.size unless one record alone is larger.
-            if acc.open.get(&record.topic, partition).is_some_and(|b| {
-                !b.builder.is_empty() && b.builder.size_bytes() + size > cfg.batch_size
-            }) {
+            let fits = |b: &OpenBatch| {
+                b.builder.is_empty()
+                    || b.builder.size_bytes()
+                        + b.builder.appended_size(
+                            timestamp,
+                            record.key.as_deref(),
+                            record.value.as_deref(),
+                            &record.headers,
+                        )
+                        <= cfg.batch_size
+            };
+            if acc
+                .open
+                .get(&record.topic, partition)
+                .is_some_and(|b| !fits(b))
+            {
                 let full = acc
                     .open
                     .remove(&record.topic, partition)

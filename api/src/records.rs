@@ -181,6 +181,44 @@ impl BatchBuilder {
         n
     }
 
+    /// The exact bytes `append` would add for this record (the fit check before it).
+    pub fn appended_size(
+        &self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> usize {
+        let base = if self.count == 0 {
+            timestamp
+        } else {
+            self.base_timestamp
+        };
+        let body = Self::body_len(timestamp - base, self.count as i64, key, value, headers);
+        varint_len(body as i64) + body
+    }
+
+    fn body_len(
+        ts_delta: i64,
+        offset_delta: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> usize {
+        let field_len = |b: Option<&[u8]>| match b {
+            Some(b) => varint_len(b.len() as i64) + b.len(),
+            None => varint_len(-1),
+        };
+        let mut body_len =
+            1 + varint_len(ts_delta) + varint_len(offset_delta) + field_len(key) + field_len(value);
+        body_len += varint_len(headers.len() as i64);
+        for h in headers {
+            body_len +=
+                varint_len(h.key.len() as i64) + h.key.len() + field_len(h.value.as_deref());
+        }
+        body_len
+    }
+
     /// Appends a record.
     pub fn append(
         &mut self,
@@ -195,17 +233,7 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let ts_delta = timestamp - self.base_timestamp;
         let offset_delta = self.count as i64;
-        let field_len = |b: Option<&[u8]>| match b {
-            Some(b) => varint_len(b.len() as i64) + b.len(),
-            None => varint_len(-1),
-        };
-        let mut body_len =
-            1 + varint_len(ts_delta) + varint_len(offset_delta) + field_len(key) + field_len(value);
-        body_len += varint_len(headers.len() as i64);
-        for h in headers {
-            body_len +=
-                varint_len(h.key.len() as i64) + h.key.len() + field_len(h.value.as_deref());
-        }
+        let body_len = Self::body_len(ts_delta, offset_delta, key, value, headers);
         let r = &mut self.records;
         r.reserve(body_len + 5);
         put_varint(r, body_len as i64);

@@ -63,6 +63,11 @@ impl TestBroker {
         }
     }
 
+    /// The broker's data directory (`log.dirs`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// The broker inside (None while stopped).
     pub fn broker(&self) -> Option<&std::sync::Arc<Broker>> {
         self.running.as_ref().map(|r| r.broker())

@@ -222,6 +222,52 @@ async fn acks_zero_and_one_deliver_and_seek_works() {
 }
 
 #[tokio::test]
+async fn batches_stay_within_batch_size_as_the_java_producer_keeps_them() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("sized", 1)])
+        .await
+        .unwrap();
+    let p = producer(&b, &[("batch.size", "1024"), ("linger.ms", "200")]).await;
+    let mut deliveries = Vec::new();
+    for i in 0..100 {
+        let value = format!("{i:0>100}");
+        deliveries.push(
+            p.send(ProducerRecord::new("sized").value(value))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    // Walk the segment's batch headers: base offset (8), length (4), ..., count at 57.
+    let log = std::fs::read(b.data_dir().join("sized-0/00000000000000000000.log")).unwrap();
+    let (mut pos, mut sizes, mut records) = (0usize, Vec::new(), 0);
+    while pos + 61 <= log.len() {
+        let len = i32::from_be_bytes(log[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        let size = 12 + len;
+        assert!(
+            size <= 1024,
+            "a batch is {size} bytes, over batch.size=1024: {sizes:?}"
+        );
+        records += i32::from_be_bytes(log[pos + 57..pos + 61].try_into().unwrap());
+        sizes.push(size);
+        pos += size;
+    }
+    assert_eq!(records, 100, "every record is in some batch");
+    // Each record takes 110 bytes in a batch: every batch but the last was closed
+    // because the next record did not fit.
+    let (last, full) = sizes.split_last().unwrap();
+    assert!(
+        full.iter().all(|s| s + 110 > 1024) && *last <= 1024,
+        "batches are filled up to batch.size before the next starts: {sizes:?}"
+    );
+}
+
+#[tokio::test]
 async fn delivery_callbacks_report_each_records_offset_and_a_refused_batch() {
     let b = TestBroker::start(&[]).await;
     Admin::connect(&b.bootstrap)
