@@ -298,7 +298,6 @@ impl Cluster {
             .ok_or_else(|| ClientError::UnknownTopic(name.to_string()))
     }
 
-    /// Like [`Cluster::topic`], letting the broker auto-create it (as producers do).
     /// How many partitions `name` has, fetching its metadata (which auto-creates it where
     /// the broker allows) when unknown: the producer's per-record lookup, without a copy.
     pub async fn partition_count_or_create(&self, name: &str) -> Result<usize, ClientError> {
@@ -308,8 +307,8 @@ impl Cluster {
         Ok(self.topic_or_create(name).await?.partitions.len())
     }
 
-    /// A topic's metadata, fetching it (which auto-creates it where the broker allows)
-    /// when unknown.
+    /// Like [`Cluster::topic`], letting the broker auto-create it (as producers do): a
+    /// topic's metadata, fetched when unknown.
     pub async fn topic_or_create(&self, name: &str) -> Result<TopicInfo, ClientError> {
         if let Some(t) = self.state.lock().await.topics.get(name) {
             return Ok(t.clone());
