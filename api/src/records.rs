@@ -327,9 +327,7 @@ impl BatchBuilder {
         self.write_header(
             &mut b,
             attributes,
-            producer_id,
-            producer_epoch,
-            base_sequence,
+            (producer_id, producer_epoch, base_sequence),
         );
         b.freeze()
     }
@@ -358,22 +356,15 @@ impl BatchBuilder {
         self.write_header(
             &mut b,
             attributes,
-            producer_id,
-            producer_epoch,
-            base_sequence,
+            (producer_id, producer_epoch, base_sequence),
         );
         b.freeze()
     }
 
-    /// Fills the header room at the front of `b` (whose records follow it) and the CRC.
-    fn write_header(
-        &self,
-        b: &mut BytesMut,
-        attributes: i16,
-        producer_id: i64,
-        producer_epoch: i16,
-        base_sequence: i32,
-    ) {
+    /// Fills the header room at the front of `b` (whose records follow it) and the CRC;
+    /// `producer` is (producer id, epoch, base sequence).
+    fn write_header(&self, b: &mut BytesMut, attributes: i16, producer: (i64, i16, i32)) {
+        let (producer_id, producer_epoch, base_sequence) = producer;
         let records_len = b.len() - HEADER;
         let mut h = &mut b[..HEADER];
         h.put_i64(0); // base offset: the broker assigns it
