@@ -134,12 +134,9 @@ impl Connection {
                 "bad response length {len}"
             )));
         }
-        let mut body = vec![0u8; len as usize];
-        self.stream
-            .read_exact(&mut body)
+        crate::net::read_body(&mut self.stream, len as usize)
             .await
-            .map_err(|e| self.io(e))?;
-        Ok(Bytes::from(body))
+            .map_err(|e| self.io(e))
     }
 
     /// Reads a frame and returns its correlation id and the rest (for raw-protocol tests).

@@ -282,7 +282,8 @@ async fn connection(
             if size < 8 || size as i64 > max {
                 return Err(CloseReason::BadSize(size, max));
             }
-            let frame = read_frame(&mut reader, size as usize).await?;
+            // The body goes into memory that is not zeroed first.
+            let frame = runnel_api::net::read_body(&mut reader, size as usize).await?;
             let handling = handle_frame(&broker, frame, &host);
             tokio::pin!(handling);
             let out = loop {
@@ -333,21 +334,6 @@ async fn connection(
         }
     }
     tracing::debug!("connection closed");
-}
-
-/// Reads a request body of `size` bytes (into fresh, not zeroed, memory).
-async fn read_frame(
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    size: usize,
-) -> std::io::Result<Bytes> {
-    let mut frame = BytesMut::with_capacity(size);
-    while frame.len() < size {
-        let want = (size - frame.len()) as u64;
-        if (&mut *reader).take(want).read_buf(&mut frame).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(frame.freeze())
 }
 
 /// Writes a response; file regions go out with `sendfile` (zero-copy) after the bytes
