@@ -128,8 +128,13 @@ impl EntryFile {
         let mut stretch = [0u8; SAMPLE_STRIDE as usize * MAX_ENTRY];
         self.file
             .read_exact_at(&mut stretch[..count * w], first * self.width)?;
-        let i = floor_in(&stretch[..count * w], w, target, &key)
-            .expect("the stretch starts with the sampled entry, which is <= target");
+        // The stretch starts with the sampled entry, which is <= target.
+        let i = floor_in(&stretch[..count * w], w, target, &key).ok_or_else(|| {
+            io::Error::other(format!(
+                "{}: entries changed under a lookup",
+                self.path.display()
+            ))
+        })?;
         Ok(Some(first + i as u64))
     }
 
