@@ -669,11 +669,7 @@ impl Producer {
                 .get(&record.topic, partition)
                 .is_some_and(|b| !fits(b))
             {
-                let full = acc
-                    .open
-                    .remove(&record.topic, partition)
-                    .expect("just looked at");
-                close_batch(&mut acc, cfg, (record.topic.clone(), partition), full);
+                close_open(&mut acc, cfg, &record.topic, partition);
                 wake = true;
                 if record.partition.is_none() {
                     partition = choose_partition(&mut acc, cfg, &record, count);
@@ -698,11 +694,7 @@ impl Producer {
             }
             self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
             if batch.builder.size_bytes() >= cfg.batch_size {
-                let full = acc
-                    .open
-                    .remove(&record.topic, partition)
-                    .expect("just filled");
-                close_batch(&mut acc, cfg, (record.topic, partition), full);
+                close_open(&mut acc, cfg, &record.topic, partition);
                 wake = true;
             } else if cfg.linger.is_zero() {
                 wake = true;
@@ -959,6 +951,13 @@ fn choose_partition(
                 }
             }
         },
+    }
+}
+
+/// Closes the open batch of a partition, if it has one.
+fn close_open(acc: &mut Accumulator, cfg: &ProducerConfig, topic: &str, partition: i32) {
+    if let Some(b) = acc.open.remove(topic, partition) {
+        close_batch(acc, cfg, (topic.to_string(), partition), b);
     }
 }
 
