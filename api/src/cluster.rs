@@ -127,6 +127,9 @@ pub struct Cluster {
     config: ClientConfig,
     state: Mutex<State>,
     conns: Mutex<HashMap<String, BrokerConnection>>,
+    /// Bumped whenever topic metadata changes (a refresh or an invalidation), so callers
+    /// may cache what they read until it moves.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -139,6 +142,7 @@ impl Cluster {
             config,
             state: Mutex::new(State::default()),
             conns: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         });
         c.refresh(Some(&[])).await?;
         Ok(c)
@@ -274,7 +278,15 @@ impl Cluster {
             );
         }
         st.refreshed = Some(Instant::now());
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Changes whenever topic metadata may have changed: what was read from it under an
+    /// older generation may be stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A topic's metadata, loading it if unknown or stale.
@@ -384,6 +396,8 @@ impl Cluster {
     /// Forgets a topic so the next lookup reloads it.
     pub async fn invalidate(&self, topic: &str) {
         self.state.lock().await.topics.remove(topic);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Known brokers.

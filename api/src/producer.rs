@@ -393,8 +393,23 @@ struct OpenBatch {
     builder: BatchBuilder,
     waiters: Vec<Waiter>,
     created: Instant,
-    /// The `buffer.memory` its records hold, merged into one permit.
-    permit: Option<OwnedSemaphorePermit>,
+    /// The `buffer.memory` its records hold.
+    memory: MemoryHold,
+}
+
+/// `buffer.memory` held by one batch's records, given back when the batch is dropped
+/// (a count, not a permit per record: the hot path only adds to it).
+struct MemoryHold {
+    semaphore: Arc<Semaphore>,
+    permits: usize,
+}
+
+impl Drop for MemoryHold {
+    fn drop(&mut self) {
+        if self.permits > 0 {
+            self.semaphore.add_permits(self.permits);
+        }
+    }
 }
 
 /// The batches being filled, by topic then partition (looked up by `&str`: no key to
@@ -425,6 +440,7 @@ impl OpenBatches {
         partition: i32,
         batch_size: usize,
         records: usize,
+        memory: &Arc<Semaphore>,
     ) -> (&mut OpenBatch, bool) {
         if !self.0.contains_key(topic) {
             self.0.insert(topic.to_string(), FxHashMap::default());
@@ -435,7 +451,10 @@ impl OpenBatches {
             builder: BatchBuilder::with_capacity(batch_size),
             waiters: Vec::with_capacity(records),
             created: Instant::now(),
-            permit: None,
+            memory: MemoryHold {
+                semaphore: memory.clone(),
+                permits: 0,
+            },
         });
         (batch, created)
     }
@@ -468,7 +487,7 @@ struct ReadyBatch {
     partition: i32,
     bytes: Bytes,
     waiters: Vec<Waiter>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _memory: MemoryHold,
     first_ready: Instant,
     attempts: u32,
     retry_at: Option<Instant>,
@@ -480,6 +499,8 @@ struct Accumulator {
     ready: VecDeque<ReadyBatch>,
     sticky: FxHashMap<String, i32>,
     round_robin: FxHashMap<String, u32>,
+    /// Partition counts read from the cluster's metadata, with its generation then.
+    partition_counts: FxHashMap<String, (u64, usize)>,
     /// Next sequence number per partition (idempotent producers).
     sequences: HashMap<(String, i32), i32>,
     /// Producer id and epoch (-1, -1 when not idempotent).
@@ -598,22 +619,6 @@ impl Producer {
                     .into(),
             ));
         }
-        let count = self
-            .inner
-            .cluster
-            .partition_count_or_create(&record.topic)
-            .await? as i32;
-        if count == 0 {
-            return Err(ClientError::UnknownTopic(record.topic.clone()));
-        }
-        if let Some(p) = record.partition
-            && (p < 0 || p >= count)
-        {
-            return Err(ClientError::Config(format!(
-                "partition {p} of {} does not exist ({count} partitions)",
-                record.topic
-            )));
-        }
         let size = BatchBuilder::record_size(
             record.key.as_deref(),
             record.value.as_deref(),
@@ -625,23 +630,58 @@ impl Producer {
                 message: format!("record of {size} bytes exceeds max.request.size"),
             });
         }
-        let permits = size.min(cfg.buffer_memory).max(1) as u32;
-        let permit = match self.inner.memory.clone().try_acquire_many_owned(permits) {
-            Ok(p) => p,
+        // The partition count, cached while the cluster's metadata stays unchanged (the
+        // common case takes no async lock).
+        let generation = self.inner.cluster.generation();
+        let cached = self
+            .acc()
+            .partition_counts
+            .get(&record.topic)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, c)| *c);
+        let count = match cached {
+            Some(c) => c,
+            None => {
+                let c = self
+                    .inner
+                    .cluster
+                    .partition_count_or_create(&record.topic)
+                    .await?;
+                self.acc()
+                    .partition_counts
+                    .insert(record.topic.clone(), (generation, c));
+                c
+            }
+        } as i32;
+        if count == 0 {
+            return Err(ClientError::UnknownTopic(record.topic.clone()));
+        }
+        if let Some(p) = record.partition
+            && (p < 0 || p >= count)
+        {
+            return Err(ClientError::Config(format!(
+                "partition {p} of {} does not exist ({count} partitions)",
+                record.topic
+            )));
+        }
+        let permits = size.min(cfg.buffer_memory).max(1);
+        let memory = &self.inner.memory;
+        match memory.try_acquire_many(permits as u32) {
+            Ok(p) => p.forget(),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::time::timeout(
-                cfg.max_block,
-                self.inner.memory.clone().acquire_many_owned(permits),
-            )
-            .await
-            .map_err(|_| {
-                ClientError::Timeout(format!(
-                    "buffer.memory full for max.block.ms ({:?})",
-                    cfg.max_block
-                ))
-            })?
-            .map_err(|_| ClientError::Closed)?,
-        };
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                tokio::time::timeout(cfg.max_block, memory.acquire_many(permits as u32))
+                    .await
+                    .map_err(|_| {
+                        ClientError::Timeout(format!(
+                            "buffer.memory full for max.block.ms ({:?})",
+                            cfg.max_block
+                        ))
+                    })?
+                    .map_err(|_| ClientError::Closed)?
+                    .forget()
+            }
+        }
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let mut wake = false;
         {
@@ -678,7 +718,7 @@ impl Producer {
             let per_batch = (cfg.batch_size / size.max(1)).clamp(1, 4096);
             let (batch, created) =
                 acc.open
-                    .get_or_create(&record.topic, partition, cfg.batch_size, per_batch);
+                    .get_or_create(&record.topic, partition, cfg.batch_size, per_batch, memory);
             // A new batch gives the sender a new linger deadline to wait for.
             wake |= created;
             batch.builder.append(
@@ -688,10 +728,7 @@ impl Producer {
                 &record.headers,
             );
             batch.waiters.push((notify, timestamp));
-            match &mut batch.permit {
-                Some(held) => held.merge(permit),
-                None => batch.permit = Some(permit),
-            }
+            batch.memory.permits += permits;
             self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
             if batch.builder.size_bytes() >= cfg.batch_size {
                 close_open(&mut acc, cfg, &record.topic, partition);
@@ -981,7 +1018,7 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
         partition: key.1,
         bytes,
         waiters: b.waiters,
-        _permit: b.permit,
+        _memory: b.memory,
         first_ready: Instant::now(),
         attempts: 0,
         retry_at: None,

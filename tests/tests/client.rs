@@ -458,6 +458,54 @@ async fn admin_manages_topics_configs_partitions_and_records() {
 }
 
 #[tokio::test]
+async fn the_producer_sees_added_partitions_once_its_metadata_refreshes() {
+    // The producer caches each topic's partition count for its per-record path; the
+    // cache must follow the cluster metadata, not outlive it.
+    let b = TestBroker::start(&[]).await;
+    let admin = Admin::connect(&b.bootstrap).await.unwrap();
+    admin
+        .create_topics(&[NewTopic::new("grow", 2)])
+        .await
+        .unwrap();
+    let p = producer(&b, &[("metadata.max.age.ms", "100"), ("linger.ms", "0")]).await;
+    let first = p
+        .send(ProducerRecord::new("grow").value("a").partition(1))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(first.partition, 1);
+    let err = p
+        .send(ProducerRecord::new("grow").value("b").partition(3))
+        .await
+        .err()
+        .expect("partition 3 does not exist yet");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    admin.create_partitions("grow", 4).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // This send's batch finds the metadata stale and refreshes it.
+    p.send(ProducerRecord::new("grow").value("c").partition(0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let added = p
+        .send(ProducerRecord::new("grow").value("d").partition(3))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!((added.partition, added.offset), (3, 0));
+    let mut c = consumer(&b).await;
+    c.assign(vec![TopicPartition::new("grow", 3)])
+        .await
+        .unwrap();
+    let got = read_all(&mut c, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].value.as_deref(), Some(&b"d"[..]));
+}
+
+#[tokio::test]
 async fn the_producer_retries_through_a_broker_restart() {
     let mut b = TestBroker::start(&[]).await;
     Admin::connect(&b.bootstrap)
