@@ -369,10 +369,7 @@ async fn reset(admin: &Admin, a: ResetArgs) -> anyhow::Result<()> {
                 .collect::<BTreeMap<_, _>>(),
         )
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = crate::tools::now_ms_since_epoch();
     let target_time = match (&a.to_datetime, &a.by_duration) {
         (Some(dt), _) => Some(parse_datetime(dt)?),
         (_, Some(d)) => Some(now - parse_duration(d)?),

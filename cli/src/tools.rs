@@ -1,7 +1,7 @@
 //! Client-side commands: topics, produce, consume, perf.
 
 use std::io::{BufRead, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -526,6 +526,14 @@ pub enum PerfCmd {
     },
 }
 
+/// Wall-clock time in milliseconds since the Unix epoch.
+pub fn now_ms_since_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -534,11 +542,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// What `runnel perf produce` learns from its delivery callbacks: every latency, and a
-/// progress line every 5 s (as kafka-producer-perf-test prints).
+/// What `runnel perf produce` learns from its delivery callbacks: the count, mean and
+/// maximum of every latency, percentiles from a sample of at most ~500,000 of them (every
+/// n-th record, as kafka-producer-perf-test samples), and a progress line every 5 s.
 struct PerfStats {
     record_size: usize,
-    lat: Vec<f64>,
+    acked: u64,
+    sum_ms: f64,
+    max_ms: f64,
+    sampling: u64,
+    samples: Vec<f64>,
     first_error: Option<runnel_api::ClientError>,
     window_start: Instant,
     window_count: u64,
@@ -548,9 +561,14 @@ struct PerfStats {
 
 impl PerfStats {
     fn new(record_size: usize, records: u64) -> Self {
+        let sampling = (records / 500_000).max(1);
         PerfStats {
             record_size,
-            lat: Vec::with_capacity(records.min(50_000_000) as usize),
+            acked: 0,
+            sum_ms: 0.0,
+            max_ms: 0.0,
+            sampling,
+            samples: Vec::with_capacity((records / sampling + 1).min(1_000_000) as usize),
             first_error: None,
             window_start: Instant::now(),
             window_count: 0,
@@ -562,7 +580,12 @@ impl PerfStats {
     /// A record sent at `sent` was acknowledged at `now`.
     fn record(&mut self, sent: Instant, now: Instant) {
         let ms = (now - sent).as_secs_f64() * 1000.0;
-        self.lat.push(ms);
+        if self.acked.is_multiple_of(self.sampling) {
+            self.samples.push(ms);
+        }
+        self.acked += 1;
+        self.sum_ms += ms;
+        self.max_ms = self.max_ms.max(ms);
         self.window_count += 1;
         self.window_sum += ms;
         self.window_max = self.window_max.max(ms);
@@ -616,7 +639,14 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
                     .map(|i| b'A' + (i % 26) as u8)
                     .collect::<Vec<u8>>(),
             );
-            let stats = Arc::new(Mutex::new(PerfStats::new(record_size, num_records)));
+            // Callbacks borrow the stats for the rest of the process (no reference count
+            // bouncing between the sending thread and the sender's for every record).
+            let stats: &'static Mutex<PerfStats> = Box::leak(Box::new(Mutex::new(PerfStats::new(
+                record_size,
+                num_records,
+            ))));
+            // One clock read per record: its send time, from which its timestamp follows.
+            let (wall_base, clock_base) = (now_ms_since_epoch(), Instant::now());
             let start = Instant::now();
             let mut window_start = Instant::now();
             let mut sent_in_window = 0u64;
@@ -634,12 +664,13 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
                     }
                 }
                 let t0 = Instant::now();
-                let stats = stats.clone();
+                let timestamp = wall_base + (t0 - clock_base).as_millis() as i64;
                 producer
                     .send_with_callback(
                         ProducerRecord {
                             topic: topic.clone(),
                             value: Some(payload.clone()),
+                            timestamp: Some(timestamp),
                             ..Default::default()
                         },
                         move |r| {
@@ -654,37 +685,28 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
             }
             producer.flush().await?;
             let elapsed = start.elapsed().as_secs_f64();
-            let (mut lat, first_error) = {
-                let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
-                (std::mem::take(&mut st.lat), st.first_error.take())
-            };
-            if let Some(e) = first_error {
+            let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = st.first_error.take() {
                 eprintln!("first failed record: {e}");
             }
+            let mut lat = std::mem::take(&mut st.samples);
             lat.sort_by(|a, b| a.total_cmp(b));
-            let n = lat.len() as f64;
-            let avg = if lat.is_empty() {
-                0.0
-            } else {
-                lat.iter().sum::<f64>() / n
-            };
+            let acked = st.acked;
+            let n = acked as f64;
+            let avg = if acked == 0 { 0.0 } else { st.sum_ms / n };
             println!(
-                "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th.",
-                lat.len(),
+                "{acked} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th.",
                 n / elapsed,
                 n * record_size as f64 / elapsed / 1048576.0,
                 avg,
-                lat.last().copied().unwrap_or(0.0),
+                st.max_ms,
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.95),
                 percentile(&lat, 0.99),
                 percentile(&lat, 0.999)
             );
-            if (lat.len() as u64) < num_records {
-                bail!(
-                    "{} of {num_records} records failed",
-                    num_records - lat.len() as u64
-                );
+            if acked < num_records {
+                bail!("{} of {num_records} records failed", num_records - acked);
             }
         }
         PerfCmd::Consume {

@@ -103,10 +103,7 @@ pub async fn transactions(b: &Bootstrap, cmd: TransactionsCmd) -> anyhow::Result
                 }
                 other => other?,
             };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = crate::tools::now_ms_since_epoch();
             let parts: Vec<String> = t
                 .partitions
                 .iter()
