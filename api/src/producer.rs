@@ -84,7 +84,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
@@ -441,6 +441,7 @@ impl OpenBatches {
         batch_size: usize,
         records: usize,
         memory: &Arc<Semaphore>,
+        spare: &mut Vec<BytesMut>,
     ) -> (&mut OpenBatch, bool) {
         if !self.0.contains_key(topic) {
             self.0.insert(topic.to_string(), FxHashMap::default());
@@ -448,7 +449,10 @@ impl OpenBatches {
         let by_partition = self.0.get_mut(topic).expect("just inserted");
         let created = !by_partition.contains_key(&partition);
         let batch = by_partition.entry(partition).or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::with_capacity(batch_size),
+            builder: match spare.pop() {
+                Some(buffer) => BatchBuilder::reusing(buffer, batch_size),
+                None => BatchBuilder::with_capacity(batch_size),
+            },
             waiters: Vec::with_capacity(records),
             created: Instant::now(),
             memory: MemoryHold {
@@ -501,6 +505,9 @@ struct Accumulator {
     round_robin: FxHashMap<String, u32>,
     /// Partition counts read from the cluster's metadata, with its generation then.
     partition_counts: FxHashMap<String, (u64, usize)>,
+    /// Buffers of finished batches, for the next batches to fill (fresh memory for
+    /// every batch meant page faults and zeroed pages for every batch).
+    spare_buffers: Vec<BytesMut>,
     /// Next sequence number per partition (idempotent producers).
     sequences: HashMap<(String, i32), i32>,
     /// Producer id and epoch (-1, -1 when not idempotent).
@@ -716,9 +723,15 @@ impl Producer {
                 }
             }
             let per_batch = (cfg.batch_size / size.max(1)).clamp(1, 4096);
-            let (batch, created) =
-                acc.open
-                    .get_or_create(&record.topic, partition, cfg.batch_size, per_batch, memory);
+            let acc = &mut *acc;
+            let (batch, created) = acc.open.get_or_create(
+                &record.topic,
+                partition,
+                cfg.batch_size,
+                per_batch,
+                memory,
+                &mut acc.spare_buffers,
+            );
             // A new batch gives the sender a new linger deadline to wait for.
             wake |= created;
             batch.builder.append(
@@ -731,7 +744,7 @@ impl Producer {
             batch.memory.permits += permits;
             self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
             if batch.builder.size_bytes() >= cfg.batch_size {
-                close_open(&mut acc, cfg, &record.topic, partition);
+                close_open(acc, cfg, &record.topic, partition);
                 wake = true;
             } else if cfg.linger.is_zero() {
                 wake = true;
@@ -1025,16 +1038,29 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
     });
 }
 
-/// A batch is no longer in flight: the next one of its partition may go.
-fn release(inner: &Inner, b: &ReadyBatch) {
+/// Spare batch buffers kept for reuse, at most.
+const SPARE_BUFFERS: usize = 16;
+
+/// A batch is no longer in flight: the next one of its partition may go, and its
+/// buffer may serve a later batch.
+fn release(inner: &Inner, b: &mut ReadyBatch) {
+    let bytes = std::mem::take(&mut b.bytes);
     let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
     if acc.busy.remove(&(b.topic.clone(), b.partition)) {
         inner.wake.notify_one();
     }
+    let room = inner.config.batch_size + crate::records::BATCH_HEADER_BYTES;
+    if acc.spare_buffers.len() < SPARE_BUFFERS
+        && let Ok(buffer) = bytes.try_into_mut()
+        && buffer.capacity() >= room
+        && buffer.capacity() <= 2 * room
+    {
+        acc.spare_buffers.push(buffer);
+    }
 }
 
-fn finish(inner: &Inner, batch: ReadyBatch, result: Result<(i64, i64), ClientError>) {
-    release(inner, &batch);
+fn finish(inner: &Inner, mut batch: ReadyBatch, result: Result<(i64, i64), ClientError>) {
+    release(inner, &mut batch);
     let n = batch.waiters.len();
     for (i, (notify, ts)) in batch.waiters.into_iter().enumerate() {
         let r = match &result {

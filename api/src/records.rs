@@ -117,8 +117,10 @@ fn get_bytes(buf: &mut Bytes) -> Result<Option<Bytes>, RecordsError> {
     Ok(Some(buf.split_to(len as usize)))
 }
 
-/// The record batch v2 header: base offset to records count.
-const HEADER: usize = 61;
+/// Bytes of the record batch v2 header (base offset to records count), before its
+/// records.
+pub const BATCH_HEADER_BYTES: usize = 61;
+const HEADER: usize = BATCH_HEADER_BYTES;
 
 /// Builds one record batch, appending records' encoded bytes as they arrive.
 #[derive(Debug)]
@@ -146,7 +148,15 @@ impl BatchBuilder {
     /// An empty batch with room for `bytes` of records before it reallocates (a producer
     /// gives `batch.size`).
     pub fn with_capacity(bytes: usize) -> Self {
-        let mut records = BytesMut::with_capacity(HEADER + bytes);
+        Self::reusing(BytesMut::new(), bytes)
+    }
+
+    /// Like [`BatchBuilder::with_capacity`], in `buffer`'s memory (its contents are
+    /// discarded): a producer hands back the buffers of batches it has finished with.
+    pub fn reusing(mut buffer: BytesMut, bytes: usize) -> Self {
+        buffer.clear();
+        buffer.reserve(HEADER + bytes);
+        let mut records = buffer;
         records.put_bytes(0, HEADER);
         Self {
             records,

@@ -239,6 +239,7 @@ async fn connection(
     // queued and written when its task finishes, meanwhile the next requests are read
     // and handled; answers behind it queue too, so they all go out in request order.
     let mut queue = Queue::default();
+    let mut spare = bytes::BytesMut::new();
     let max = broker.config.socket_request_max_bytes;
     let result: Result<(), CloseReason> = async {
         loop {
@@ -282,8 +283,10 @@ async fn connection(
             if size < 8 || size as i64 > max {
                 return Err(CloseReason::BadSize(size, max));
             }
-            // The body goes into memory that is not zeroed first.
-            let frame = runnel_api::net::read_body(&mut reader, size as usize).await?;
+            // The body goes into memory that is not zeroed first, reused from the last
+            // request once nothing holds that any more.
+            let frame =
+                runnel_api::net::read_body_reusing(&mut reader, size as usize, &mut spare).await?;
             let handling = handle_frame(&broker, frame, &host);
             tokio::pin!(handling);
             let out = loop {
