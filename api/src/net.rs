@@ -331,12 +331,18 @@ impl BrokerConnection {
             .and_then(|h| Ok(h + req.compute_size(version)?))
             .map_err(protocol)?;
         let frame = {
-            let mut buf = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner());
+            let mut spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner());
+            let mut own = BytesMut::new();
+            let buf = if 4 + len > REUSE_MAX_BYTES {
+                &mut own
+            } else {
+                &mut *spare
+            };
             buf.clear();
             buf.reserve(4 + len);
             buf.put_i32(len as i32);
-            header.encode(&mut *buf, header_version).map_err(protocol)?;
-            req.encode(&mut *buf, version).map_err(protocol)?;
+            header.encode(buf, header_version).map_err(protocol)?;
+            req.encode(buf, version).map_err(protocol)?;
             if buf.len() != 4 + len {
                 return Err(ClientError::Protocol(format!(
                     "request encoded to {} bytes, {} expected",
@@ -394,15 +400,26 @@ pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, size: usize) -> std::io:
     read_body_reusing(r, size, &mut BytesMut::new()).await
 }
 
+/// Frames larger than this get memory of their own instead of a reused buffer, so one
+/// huge frame does not leave a huge buffer behind for the rest of a connection.
+pub const REUSE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// Like [`read_body`], into `spare`'s memory when it has room: once every frame read
 /// before has been dropped, the same allocation serves the next one, which spares a
 /// reader of frames one after another from touching fresh pages for each (the kernel
-/// zeroes those on first touch).
+/// zeroes those on first touch). Frames over [`REUSE_MAX_BYTES`] are read as by
+/// [`read_body`].
 pub async fn read_body_reusing<R: AsyncRead + Unpin>(
     r: &mut R,
     size: usize,
     spare: &mut BytesMut,
 ) -> std::io::Result<Bytes> {
+    let mut own = BytesMut::new();
+    let spare = if size > REUSE_MAX_BYTES {
+        &mut own
+    } else {
+        spare
+    };
     spare.clear();
     spare.reserve(size);
     while spare.len() < size {
@@ -412,4 +429,50 @@ pub async fn read_body_reusing<R: AsyncRead + Unpin>(
         }
     }
     Ok(spare.split().freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reused_frame_memory_never_changes_a_frame_still_held() {
+        // Frames of varied sizes back to back; some are kept while later ones are read.
+        let sizes = [10usize, 70_000, 3, 70_000, 500, 1, 200_000, 64];
+        let mut wire = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            wire.extend(std::iter::repeat_n(i as u8 + 1, *n));
+        }
+        let mut r = &wire[..];
+        let mut spare = BytesMut::new();
+        let mut kept = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            let frame = read_body_reusing(&mut r, *n, &mut spare).await.unwrap();
+            assert_eq!(frame.len(), *n);
+            assert!(frame.iter().all(|b| *b == i as u8 + 1), "frame {i}");
+            if i % 2 == 0 {
+                kept.push((i, frame));
+            }
+        }
+        for (i, f) in &kept {
+            assert!(
+                f.iter().all(|b| *b == *i as u8 + 1),
+                "kept frame {i} changed"
+            );
+        }
+        // Once nothing holds the previous frame, the next one lands in the same memory.
+        let mut wire2 = vec![7u8; 1000];
+        wire2.extend(vec![8u8; 900]);
+        let mut r2 = &wire2[..];
+        let mut spare = BytesMut::new();
+        let a = read_body_reusing(&mut r2, 1000, &mut spare).await.unwrap();
+        let a_ptr = a.as_ptr();
+        drop(a);
+        let b = read_body_reusing(&mut r2, 900, &mut spare).await.unwrap();
+        assert_eq!(b.as_ptr(), a_ptr);
+        assert!(b.iter().all(|x| *x == 8));
+        // A frame cut short is an error.
+        let mut short = &[1u8, 2, 3][..];
+        assert!(read_body_reusing(&mut short, 4, &mut spare).await.is_err());
+    }
 }
