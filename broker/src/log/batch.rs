@@ -407,19 +407,25 @@ pub fn validate_produce_with(
             return Err(BatchError::Invalid("batch has no records".into()));
         }
         // Offset deltas must run 0, 1, 2, ...; CreateTime timestamps must be in range.
+        // The encoding of every record is checked first (CORRUPT_MESSAGE, which clients
+        // retry), then deltas (INVALID_RECORD), then timestamps (INVALID_TIMESTAMP), as
+        // Kafka's validator reports them, though all in one walk.
         let bounds = limits.timestamps.filter(|_| !header.is_log_append_time());
         let mut next = 0i32;
+        let mut bad_delta: Option<BatchError> = None;
+        let mut bad_timestamp: Option<BatchError> = None;
         walk_records(&batch, &header, |r| {
-            if r.offset_delta != next {
-                return Err(BatchError::Invalid(format!(
+            if r.offset_delta != next && bad_delta.is_none() {
+                bad_delta = Some(BatchError::Invalid(format!(
                     "record {next} has offset delta {}, expected {next}",
                     r.offset_delta
                 )));
             }
             if let Some((min, max)) = bounds
                 && (r.timestamp < min || r.timestamp > max)
+                && bad_timestamp.is_none()
             {
-                return Err(BatchError::InvalidTimestamp(format!(
+                bad_timestamp = Some(BatchError::InvalidTimestamp(format!(
                     "Timestamp {} of message with offset {} is out of range. The timestamp should be within [{min}, {max}]",
                     r.timestamp, r.offset_delta
                 )));
@@ -427,6 +433,9 @@ pub fn validate_produce_with(
             next += 1;
             Ok(())
         })?;
+        if let Some(e) = bad_delta.or(bad_timestamp) {
+            return Err(e);
+        }
         if header.last_offset_delta != header.records_count - 1 {
             return Err(BatchError::Invalid(format!(
                 "last offset delta {} does not match {} records",
@@ -683,6 +692,58 @@ pub(crate) mod tests {
             validate_produce_with(&b, &limits(0, 1_001)),
             Err(BatchError::InvalidTimestamp(_))
         ));
+    }
+
+    #[test]
+    fn a_corrupt_record_outranks_bad_deltas_and_timestamps_as_in_kafka() {
+        let limits = ProduceLimits {
+            max_message_bytes: 1 << 20,
+            timestamps: Some((1_001, 5_000)),
+        };
+        // Record 0's timestamp (1,000) is out of range and two stray bytes follow the
+        // last record (length and CRC fixed up): CORRUPT_MESSAGE, which clients retry.
+        let mut m = encode_batch(3, 1_000, Compression::None).to_vec();
+        m.extend_from_slice(&[0, 0]);
+        let len = (m.len() - LOG_OVERHEAD) as i32;
+        m[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = compute_crc(&m);
+        m[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        let err = validate_produce_with(&Bytes::from(m), &limits).unwrap_err();
+        assert!(matches!(err, BatchError::Corrupt(_)), "{err}");
+        // Offset deltas 0, 2, 3 and an out-of-range timestamp: the delta is reported.
+        let records: Vec<Record> = [0i64, 2, 3]
+            .iter()
+            .map(|&o| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: o,
+                sequence: o as i32 - 1,
+                timestamp: 1_000,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        let err = validate_produce_with(&buf.freeze(), &limits).unwrap_err();
+        assert!(
+            matches!(err, BatchError::Invalid(ref s) if s.contains("offset delta 2, expected 1")),
+            "{err}"
+        );
     }
 
     #[test]
