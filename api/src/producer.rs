@@ -626,17 +626,6 @@ impl Producer {
                     .into(),
             ));
         }
-        let size = BatchBuilder::record_size(
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &record.headers,
-        );
-        if size > cfg.max_request_size {
-            return Err(ClientError::Broker {
-                code: 10,
-                message: format!("record of {size} bytes exceeds max.request.size"),
-            });
-        }
         // The partition count, cached while the cluster's metadata stays unchanged (the
         // common case takes no async lock).
         let generation = self.inner.cluster.generation();
@@ -671,10 +660,23 @@ impl Producer {
                 record.topic
             )));
         }
+        let size = BatchBuilder::record_size(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        if size > cfg.max_request_size {
+            return Err(ClientError::Broker {
+                code: 10,
+                message: format!("record of {size} bytes exceeds max.request.size"),
+            });
+        }
         let permits = size.min(cfg.buffer_memory).max(1);
         let memory = &self.inner.memory;
-        match memory.try_acquire_many(permits as u32) {
-            Ok(p) => p.forget(),
+        // Held as a permit until the record is in a batch (given back if anything before
+        // that fails), then as the batch's count.
+        let permit = match memory.try_acquire_many(permits as u32) {
+            Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 tokio::time::timeout(cfg.max_block, memory.acquire_many(permits as u32))
@@ -686,9 +688,8 @@ impl Producer {
                         ))
                     })?
                     .map_err(|_| ClientError::Closed)?
-                    .forget()
             }
-        }
+        };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let mut wake = false;
         {
@@ -741,6 +742,7 @@ impl Producer {
                 &record.headers,
             );
             batch.waiters.push((notify, timestamp));
+            permit.forget();
             batch.memory.permits += permits;
             self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
             if batch.builder.size_bytes() >= cfg.batch_size {
@@ -1038,8 +1040,9 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
     });
 }
 
-/// Spare batch buffers kept for reuse, at most.
+/// Spare batch buffers kept for reuse, at most (and at most this many bytes of them).
 const SPARE_BUFFERS: usize = 16;
+const SPARE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// A batch is no longer in flight: the next one of its partition may go, and its
 /// buffer may serve a later batch.
@@ -1050,7 +1053,7 @@ fn release(inner: &Inner, b: &mut ReadyBatch) {
         inner.wake.notify_one();
     }
     let room = inner.config.batch_size + crate::records::BATCH_HEADER_BYTES;
-    if acc.spare_buffers.len() < SPARE_BUFFERS
+    if acc.spare_buffers.len() < SPARE_BUFFERS.min(SPARE_BUFFER_BYTES / room)
         && let Ok(buffer) = bytes.try_into_mut()
         && buffer.capacity() >= room
         && buffer.capacity() <= 2 * room
@@ -1364,6 +1367,8 @@ async fn send_request(
     };
     if acks == 0 {
         let r = conn.send_no_response(&req, version).await;
+        // The request holds the batches' bytes: let go of them so buffers can be reused.
+        drop(req);
         for b in batches {
             match &r {
                 Ok(()) => finish(inner, b, Ok((-1, -1))),
@@ -1372,7 +1377,9 @@ async fn send_request(
         }
         return;
     }
-    let pending = match conn.start_at(&req, version) {
+    let pending = conn.start_at(&req, version);
+    drop(req);
+    let pending = match pending {
         Ok(p) => p,
         Err(e) => {
             for b in batches {
