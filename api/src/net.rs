@@ -333,13 +333,7 @@ impl BrokerConnection {
         let frame = {
             let mut spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner());
             let mut own = BytesMut::new();
-            let buf = if 4 + len > REUSE_MAX_BYTES {
-                &mut own
-            } else {
-                &mut *spare
-            };
-            buf.clear();
-            buf.reserve(4 + len);
+            let buf = frame_buffer(&mut spare, &mut own, 4 + len);
             buf.put_i32(len as i32);
             header.encode(buf, header_version).map_err(protocol)?;
             req.encode(buf, version).map_err(protocol)?;
@@ -397,12 +391,49 @@ impl BrokerConnection {
 /// Reads exactly `size` bytes (a frame body) into fresh memory that is not zeroed first:
 /// zeroing a large response before overwriting it cost consumers ~7% of their CPU.
 pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, size: usize) -> std::io::Result<Bytes> {
-    read_body_reusing(r, size, &mut BytesMut::new()).await
+    let mut body = BytesMut::with_capacity(size);
+    fill(r, &mut body, size).await?;
+    Ok(body.freeze())
+}
+
+/// Reads from `r` until `buf` holds `size` bytes.
+async fn fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    size: usize,
+) -> std::io::Result<()> {
+    while buf.len() < size {
+        let want = (size - buf.len()) as u64;
+        if (&mut *r).take(want).read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 /// Frames larger than this get memory of their own instead of a reused buffer, so one
 /// huge frame does not leave a huge buffer behind for the rest of a connection.
-pub const REUSE_MAX_BYTES: usize = 4 * 1024 * 1024;
+pub const REUSE_MAX_BYTES: usize = 1024 * 1024;
+
+/// A buffer for the next frame of `size` bytes: `spare`'s memory when nothing holds it any
+/// more and it is large enough, else a new one of exactly `size` (which `spare` becomes,
+/// so it never grows past the largest frame), or memory of its own past
+/// [`REUSE_MAX_BYTES`].
+fn frame_buffer<'a>(
+    spare: &'a mut BytesMut,
+    own: &'a mut BytesMut,
+    size: usize,
+) -> &'a mut BytesMut {
+    if size > REUSE_MAX_BYTES {
+        own.reserve(size);
+        return own;
+    }
+    spare.clear();
+    if !spare.try_reclaim(size) {
+        *spare = BytesMut::with_capacity(size);
+    }
+    spare
+}
 
 /// Like [`read_body`], into `spare`'s memory when it has room: once every frame read
 /// before has been dropped, the same allocation serves the next one, which spares a
@@ -415,20 +446,9 @@ pub async fn read_body_reusing<R: AsyncRead + Unpin>(
     spare: &mut BytesMut,
 ) -> std::io::Result<Bytes> {
     let mut own = BytesMut::new();
-    let spare = if size > REUSE_MAX_BYTES {
-        &mut own
-    } else {
-        spare
-    };
-    spare.clear();
-    spare.reserve(size);
-    while spare.len() < size {
-        let want = (size - spare.len()) as u64;
-        if (&mut *r).take(want).read_buf(spare).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(spare.split().freeze())
+    let buf = frame_buffer(spare, &mut own, size);
+    fill(r, buf, size).await?;
+    Ok(buf.split().freeze())
 }
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ use crate::wire::{Chunk, frame_fetch_response};
 /// one write beats a write plus a sendfile for small data.
 const SENDFILE_MIN_BYTES: usize = 16 * 1024;
 
+/// A connection idle this long drops a request buffer larger than [`IDLE_BUFFER_KEEP`]
+/// (busy connections reuse theirs for the next request).
+const IDLE_BUFFER_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+const IDLE_BUFFER_KEEP: usize = 64 * 1024;
+
 /// A running server.
 pub struct RunningServer {
     /// Bound addresses, in listener order.
@@ -273,6 +278,10 @@ async fn connection(
                         Err(e) => return Err(e.into()),
                     },
                     _ = shutdown.changed() => return Ok(()),
+                    // An idle connection gives its request buffer back.
+                    _ = tokio::time::sleep(IDLE_BUFFER_RELEASE), if spare.capacity() > IDLE_BUFFER_KEEP => {
+                        spare = bytes::BytesMut::new();
+                    }
                 }
             }
             let size = match reader.read_i32().await {
