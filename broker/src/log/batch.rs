@@ -583,20 +583,35 @@ pub(crate) mod tests {
 
     /// Encodes a batch with the protocol crate (as a producer would).
     pub fn encode_batch(n: usize, ts: i64, compression: Compression) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
+        encode_records(
+            (0..n as i64).map(|i| {
+                let (k, v) = (format!("k{i}"), format!("value-{i}"));
+                (i, ts + i, Some(Bytes::from(k)), Some(Bytes::from(v)))
+            }),
+            compression,
+        )
+    }
+
+    /// Encodes one batch of (offset, timestamp, key, value) records with the protocol
+    /// crate; offsets need not be consecutive.
+    fn encode_records(
+        records: impl Iterator<Item = (i64, i64, Option<Bytes>, Option<Bytes>)>,
+        compression: Compression,
+    ) -> Bytes {
+        let records: Vec<Record> = records
+            .map(|(offset, timestamp, key, value)| Record {
                 transactional: false,
                 control: false,
                 partition_leader_epoch: 0,
                 producer_id: -1,
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
-                offset: i as i64,
+                offset,
                 // the encoder groups records whose offset - sequence is constant
-                sequence: i as i32 - 1,
-                timestamp: ts + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(format!("value-{i}"))),
+                sequence: offset as i32 - 1,
+                timestamp,
+                key,
+                value,
                 headers: Default::default(),
                 delete_horizon: false,
             })
@@ -711,35 +726,12 @@ pub(crate) mod tests {
         let err = validate_produce_with(&Bytes::from(m), &limits).unwrap_err();
         assert!(matches!(err, BatchError::Corrupt(_)), "{err}");
         // Offset deltas 0, 2, 3 and an out-of-range timestamp: the delta is reported.
-        let records: Vec<Record> = [0i64, 2, 3]
-            .iter()
-            .map(|&o| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: o,
-                sequence: o as i32 - 1,
-                timestamp: 1_000,
-                key: None,
-                value: Some(Bytes::from_static(b"v")),
-                headers: Default::default(),
-                delete_horizon: false,
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
-        let err = validate_produce_with(&buf.freeze(), &limits).unwrap_err();
+        let v = || Some(Bytes::from_static(b"v"));
+        let b = encode_records(
+            [0i64, 2, 3].into_iter().map(|o| (o, 1_000, None, v())),
+            Compression::None,
+        );
+        let err = validate_produce_with(&b, &limits).unwrap_err();
         assert!(
             matches!(err, BatchError::Invalid(ref s) if s.contains("offset delta 2, expected 1")),
             "{err}"
