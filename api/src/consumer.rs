@@ -61,7 +61,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{ClientConfig, Cluster};
 use crate::error::ClientError;
-use crate::records::{Header, decode_committed};
+use crate::records::{Header, PartialDecode, batches_end, decode_committed_partial};
 
 /// A topic and partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -268,8 +268,21 @@ struct PartitionState {
 type FetchOutcome = Result<Vec<(TopicPartition, u64, i64, PartitionResult)>, ClientError>;
 
 enum PartitionResult {
-    Records(Vec<ConsumerRecord>, Option<i64>),
+    /// Record batches as fetched, the aborted transactions among them, and the offset
+    /// after the last whole batch (from the batch headers).
+    Records(Bytes, Vec<(i64, i64)>, Option<i64>),
     Error(i16),
+}
+
+/// Fetched record batches of one partition, decoded only when the application needs
+/// them, so that the next fetch is already on its way while they are.
+struct Undecoded {
+    tp: TopicPartition,
+    epoch: u64,
+    /// The fetch offset (the first batch may start before it).
+    from: i64,
+    records: Bytes,
+    aborted: Vec<(i64, i64)>,
 }
 
 /// An async consumer with manual partition assignment.
@@ -279,6 +292,10 @@ pub struct Consumer {
     state: HashMap<TopicPartition, PartitionState>,
     order: Vec<TopicPartition>,
     buffer: VecDeque<ConsumerRecord>,
+    undecoded: VecDeque<Undecoded>,
+    /// A partition whose records could not be decoded, reported once the records before
+    /// them are handed out.
+    failed: Option<(TopicPartition, ClientError)>,
     in_flight: HashMap<i32, JoinHandle<FetchOutcome>>,
     membership: Option<crate::membership::Membership>,
     subscription: Option<Subscription>,
@@ -357,6 +374,8 @@ impl Consumer {
             state: HashMap::new(),
             order: Vec::new(),
             buffer: VecDeque::new(),
+            undecoded: VecDeque::new(),
+            failed: None,
             in_flight: HashMap::new(),
             membership: None,
             subscription: None,
@@ -396,6 +415,14 @@ impl Consumer {
             self.state
                 .contains_key(&TopicPartition::new(r.topic.clone(), r.partition))
         });
+        self.undecoded.retain(|u| self.state.contains_key(&u.tp));
+        if self
+            .failed
+            .as_ref()
+            .is_some_and(|(tp, _)| !self.state.contains_key(tp))
+        {
+            self.failed = None;
+        }
         Ok(())
     }
 
@@ -418,6 +445,10 @@ impl Consumer {
         s.epoch += 1;
         let (t, p) = (tp.topic.clone(), tp.partition);
         self.buffer.retain(|r| !(r.topic == t && r.partition == p));
+        self.undecoded.retain(|u| u.tp != *tp);
+        if self.failed.as_ref().is_some_and(|(f, _)| f == tp) {
+            self.failed = None;
+        }
         Ok(())
     }
 
@@ -748,19 +779,20 @@ impl Consumer {
             if !self.buffer.is_empty() {
                 let n = self.buffer.len().min(self.config.max_poll_records);
                 let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
-                for r in &out {
-                    if let Some(s) = self
-                        .state
-                        .get_mut(&TopicPartition::new(r.topic.clone(), r.partition))
-                    {
-                        s.position = Some(r.offset + 1);
-                    }
-                }
+                self.advance_positions(&out);
                 // Pipelining: the next fetch leaves before the application sees these.
                 self.start_fetches().await;
                 return Ok(out);
             }
+            // The next fetch leaves before the batches already here are decoded.
             self.start_fetches().await;
+            if let Some((_, e)) = self.failed.take() {
+                return Err(e);
+            }
+            if let Some(u) = self.undecoded.pop_front() {
+                self.decode(u);
+                continue;
+            }
             let now = Instant::now();
             if now >= deadline || self.in_flight.is_empty() {
                 if self.in_flight.is_empty() && now < deadline {
@@ -808,21 +840,18 @@ impl Consumer {
                 continue; // a seek happened meanwhile
             }
             match result {
-                PartitionResult::Records(records, next) => {
-                    let from = fetched_from;
-                    let mut last = None;
-                    for r in records.into_iter().filter(|r| r.offset >= from) {
-                        last = Some(r.offset);
-                        self.buffer.push_back(r);
-                    }
-                    let next = match (last, next) {
-                        (Some(l), Some(n)) => Some(n.max(l + 1)),
-                        (Some(l), None) => Some(l + 1),
-                        (None, Some(n)) if n > from => Some(n),
-                        _ => None,
-                    };
-                    if let Some(n) = next {
+                PartitionResult::Records(records, aborted, next) => {
+                    if let Some(n) = next.filter(|n| *n > fetched_from) {
                         s.fetch_position = Some(n);
+                    }
+                    if !records.is_empty() {
+                        self.undecoded.push_back(Undecoded {
+                            tp,
+                            epoch,
+                            from: fetched_from,
+                            records,
+                            aborted,
+                        });
                     }
                 }
                 PartitionResult::Error(1) => {
@@ -846,6 +875,72 @@ impl Consumer {
             }
         }
         self.reset_positions().await
+    }
+
+    /// Moves each partition's position past the last of its records in `out` (records
+    /// of a partition come in runs).
+    fn advance_positions(&mut self, out: &[ConsumerRecord]) {
+        let mut i = 0;
+        while i < out.len() {
+            let (topic, partition) = (&out[i].topic, out[i].partition);
+            let mut last = i;
+            while last + 1 < out.len()
+                && out[last + 1].partition == partition
+                && out[last + 1].topic == *topic
+            {
+                last += 1;
+            }
+            if let Some(s) = self
+                .state
+                .get_mut(&TopicPartition::new(topic.clone(), partition))
+            {
+                s.position = Some(out[last].offset + 1);
+            }
+            i = last + 1;
+        }
+    }
+
+    /// Decodes fetched batches into the buffer. A batch that fails to decode (a bad CRC,
+    /// a malformed record) is an error, as in the Java client: the records before it are
+    /// handed out first, then `poll` reports it, and the partition's fetch goes back to it
+    /// until the application seeks past it.
+    fn decode(&mut self, u: Undecoded) {
+        let Some(s) = self.state.get_mut(&u.tp) else {
+            return;
+        };
+        if s.epoch != u.epoch {
+            return; // a seek happened meanwhile
+        }
+        let PartialDecode { decoded, error } =
+            decode_committed_partial(u.records, self.config.check_crcs, &u.aborted);
+        let (from, topic, partition) = (u.from, &u.tp.topic, u.tp.partition);
+        if let Some((bad, e)) = error {
+            // Fetches made past the bad batch, and their results, are void.
+            s.fetch_position = Some(bad.max(from));
+            s.epoch += 1;
+            self.undecoded.retain(|x| x.tp != u.tp);
+            let message = format!(
+                "cannot read the records of {topic}-{partition} at offset {}: {e}; seek past them to continue",
+                bad.max(from)
+            );
+            self.failed = Some((u.tp.clone(), ClientError::Protocol(message)));
+        }
+        self.buffer.extend(
+            decoded
+                .records
+                .into_iter()
+                .filter(|r| r.offset >= from)
+                .map(|r| ConsumerRecord {
+                    topic: topic.clone(),
+                    partition,
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    log_append_time: r.log_append_time,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                }),
+        );
     }
 
     async fn start_fetches(&mut self) {
@@ -998,26 +1093,9 @@ async fn fetch(
                     .flatten()
                     .map(|a| (a.producer_id.0, a.first_offset))
                     .collect();
-                let decoded =
-                    decode_committed(p.records.unwrap_or_default(), config.check_crcs, &aborted)
-                        .map_err(|e| {
-                            ClientError::Protocol(format!("{topic}-{}: {e}", p.partition_index))
-                        })?;
-                let records = decoded
-                    .records
-                    .into_iter()
-                    .map(|r| ConsumerRecord {
-                        topic: topic.clone(),
-                        partition: p.partition_index,
-                        offset: r.offset,
-                        timestamp: r.timestamp,
-                        log_append_time: r.log_append_time,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers,
-                    })
-                    .collect();
-                PartitionResult::Records(records, decoded.next_offset)
+                let records = p.records.unwrap_or_default();
+                let next = batches_end(&records);
+                PartitionResult::Records(records, aborted, next)
             };
             out.push((tp, *epoch, *pos, result));
         }

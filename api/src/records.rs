@@ -421,6 +421,56 @@ pub struct DecodedBatches {
     pub next_offset: Option<i64>,
 }
 
+/// Where one v2 batch lies at the start of a fetch's record bytes.
+struct BatchFrame {
+    base_offset: i64,
+    last_offset: i64,
+    /// Header and records.
+    len: usize,
+}
+
+/// The batch `bytes` starts with, from its header alone; `None` when it is cut short (a
+/// fetch ends at `max.bytes` mid-batch).
+fn batch_frame(bytes: &[u8]) -> Result<Option<BatchFrame>, RecordsError> {
+    if bytes.len() < 12 {
+        return Ok(None);
+    }
+    let base_offset = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
+    let batch_len = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if batch_len < 0 {
+        return Err(RecordsError(format!("negative batch length {batch_len}")));
+    }
+    let len = 12 + batch_len as usize;
+    if len > bytes.len() {
+        return Ok(None);
+    }
+    if len < 61 {
+        return Err(RecordsError("batch shorter than its header".into()));
+    }
+    let magic = bytes[16] as i8;
+    if magic != 2 {
+        return Err(RecordsError(format!("unsupported message format v{magic}")));
+    }
+    let last_offset_delta = i32::from_be_bytes(bytes[23..27].try_into().expect("4 bytes"));
+    Ok(Some(BatchFrame {
+        base_offset,
+        last_offset: base_offset + last_offset_delta as i64,
+        len,
+    }))
+}
+
+/// The offset after the last complete batch in `bytes`, read from the batch headers
+/// only (no CRC, no records): where the next fetch can start while these are decoded.
+/// Stops before a malformed header, which decoding then reports.
+pub fn batches_end(bytes: &[u8]) -> Option<i64> {
+    let (mut at, mut end) = (0, None);
+    while let Ok(Some(frame)) = batch_frame(&bytes[at..]) {
+        end = Some(frame.last_offset + 1);
+        at += frame.len;
+    }
+    end
+}
+
 /// Decodes every complete batch in `bytes`; a partial batch at the end (a fetch cut by
 /// `max.bytes`) is ignored. With `check_crc`, a bad CRC is an error.
 pub fn decode_batches(bytes: Bytes, check_crc: bool) -> Result<DecodedBatches, RecordsError> {
@@ -431,113 +481,160 @@ pub fn decode_batches(bytes: Bytes, check_crc: bool) -> Result<DecodedBatches, R
 /// transactions the broker listed (producer id, first offset) are dropped, up to each
 /// one's ABORT marker.
 pub fn decode_committed(
-    mut bytes: Bytes,
+    bytes: Bytes,
     check_crc: bool,
     aborted: &[(i64, i64)],
 ) -> Result<DecodedBatches, RecordsError> {
-    let mut out = DecodedBatches::default();
+    let partial = decode_committed_partial(bytes, check_crc, aborted);
+    match partial.error {
+        Some((_, e)) => Err(e),
+        None => Ok(partial.decoded),
+    }
+}
+
+/// What [`decode_committed_partial`] read before a batch it could not.
+#[derive(Debug, Default)]
+pub struct PartialDecode {
+    /// The batches before the first bad one, whole (`next_offset` is where it starts).
+    pub decoded: DecodedBatches,
+    /// The first bad batch's base offset and what is wrong with it.
+    pub error: Option<(i64, RecordsError)>,
+}
+
+/// As [`decode_committed`], keeping the records of the batches before the first one that
+/// fails (a bad CRC, a malformed record): a consumer hands those out before the error.
+pub fn decode_committed_partial(
+    mut bytes: Bytes,
+    check_crc: bool,
+    aborted: &[(i64, i64)],
+) -> PartialDecode {
+    let mut out = PartialDecode::default();
     let mut upcoming: Vec<(i64, i64)> = aborted.to_vec();
     upcoming.sort_by_key(|a| std::cmp::Reverse(a.1));
     let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
     while bytes.len() >= 12 {
         let base_offset = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
-        let batch_len = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if batch_len < 0 {
-            return Err(RecordsError(format!("negative batch length {batch_len}")));
-        }
-        let total = 12 + batch_len as usize;
-        if total > bytes.len() {
-            break; // partial trailing batch
-        }
-        let mut batch = bytes.split_to(total);
-        if batch.len() < 61 {
-            return Err(RecordsError("batch shorter than its header".into()));
-        }
-        let magic = batch[16] as i8;
-        if magic != 2 {
-            return Err(RecordsError(format!("unsupported message format v{magic}")));
-        }
-        if check_crc {
-            let stored = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
-            if crc32c::crc32c(&batch[21..]) != stored {
-                return Err(RecordsError(format!(
-                    "CRC mismatch in batch at offset {base_offset}"
-                )));
+        let (kept, next) = (out.decoded.records.len(), out.decoded.next_offset);
+        let batch = (|| {
+            let Some(frame) = batch_frame(&bytes)? else {
+                return Ok(false);
+            };
+            let batch = bytes.split_to(frame.len);
+            decode_batch(
+                batch,
+                frame,
+                check_crc,
+                &mut upcoming,
+                &mut aborting,
+                &mut out.decoded,
+            )?;
+            Ok(true)
+        })();
+        match batch {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                out.decoded.records.truncate(kept);
+                out.decoded.next_offset = next;
+                out.error = Some((base_offset, e));
+                break;
             }
-        }
-        batch.advance(21);
-        let attributes = batch.get_i16();
-        let last_offset_delta = batch.get_i32();
-        let base_timestamp = batch.get_i64();
-        let max_timestamp = batch.get_i64();
-        let producer_id = batch.get_i64();
-        batch.advance(2 + 4); // epoch, base sequence
-        let count = batch.get_i32();
-        let last_offset = base_offset + last_offset_delta as i64;
-        out.next_offset = Some(last_offset + 1);
-        while upcoming.last().is_some_and(|a| a.1 <= last_offset) {
-            if let Some((pid, _)) = upcoming.pop() {
-                aborting.insert(pid);
-            }
-        }
-        if attributes & 0x20 != 0 {
-            // A control batch (transaction marker) ends that producer's aborted range.
-            aborting.remove(&producer_id);
-            continue;
-        }
-        if attributes & 0x10 != 0 && aborting.contains(&producer_id) {
-            continue;
-        }
-        let log_append_time = attributes & 0x08 != 0;
-        let err = |e: anyhow::Error| RecordsError(format!("cannot decompress: {e}"));
-        let take = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
-        let mut body = match attributes & 0x07 {
-            0 => batch,
-            1 => Gzip::decompress(&mut batch, take).map_err(err)?,
-            2 => Snappy::decompress(&mut batch, take).map_err(err)?,
-            3 => Lz4::decompress(&mut batch, take).map_err(err)?,
-            4 => Zstd::decompress(&mut batch, take).map_err(err)?,
-            c => return Err(RecordsError(format!("unknown compression codec {c}"))),
-        };
-        for _ in 0..count {
-            let len = get_varint(&mut body)?;
-            if len < 0 || len as usize > body.remaining() {
-                return Err(RecordsError("record overruns its batch".into()));
-            }
-            let mut r = body.split_to(len as usize);
-            if !r.has_remaining() {
-                return Err(RecordsError("empty record".into()));
-            }
-            r.advance(1); // attributes
-            let ts_delta = get_varint(&mut r)?;
-            let offset_delta = get_varint(&mut r)?;
-            let key = get_bytes(&mut r)?;
-            let value = get_bytes(&mut r)?;
-            let n = get_varint(&mut r)?;
-            let mut headers = Vec::with_capacity(n.clamp(0, 64) as usize);
-            for _ in 0..n {
-                let k = get_bytes(&mut r)?.unwrap_or_default();
-                let v = get_bytes(&mut r)?;
-                headers.push(Header {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    value: v,
-                });
-            }
-            out.records.push(DecodedRecord {
-                offset: base_offset + offset_delta,
-                timestamp: if log_append_time {
-                    max_timestamp
-                } else {
-                    base_timestamp + ts_delta
-                },
-                log_append_time,
-                key,
-                value,
-                headers,
-            });
         }
     }
-    Ok(out)
+    out
+}
+
+/// Appends one batch's data records to `out` (none for a control batch or one of an
+/// aborted transaction) and moves `out.next_offset` past it.
+fn decode_batch(
+    mut batch: Bytes,
+    frame: BatchFrame,
+    check_crc: bool,
+    upcoming: &mut Vec<(i64, i64)>,
+    aborting: &mut std::collections::HashSet<i64>,
+    out: &mut DecodedBatches,
+) -> Result<(), RecordsError> {
+    let base_offset = frame.base_offset;
+    if check_crc {
+        let stored = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&batch[21..]) != stored {
+            return Err(RecordsError(format!(
+                "CRC mismatch in batch at offset {base_offset}"
+            )));
+        }
+    }
+    batch.advance(21);
+    let attributes = batch.get_i16();
+    batch.advance(4); // last offset delta, read with the frame
+    let base_timestamp = batch.get_i64();
+    let max_timestamp = batch.get_i64();
+    let producer_id = batch.get_i64();
+    batch.advance(2 + 4); // epoch, base sequence
+    let count = batch.get_i32();
+    let last_offset = frame.last_offset;
+    out.next_offset = Some(last_offset + 1);
+    while upcoming.last().is_some_and(|a| a.1 <= last_offset) {
+        if let Some((pid, _)) = upcoming.pop() {
+            aborting.insert(pid);
+        }
+    }
+    if attributes & 0x20 != 0 {
+        // A control batch (transaction marker) ends that producer's aborted range.
+        aborting.remove(&producer_id);
+        return Ok(());
+    }
+    if attributes & 0x10 != 0 && aborting.contains(&producer_id) {
+        return Ok(());
+    }
+    let log_append_time = attributes & 0x08 != 0;
+    let err = |e: anyhow::Error| RecordsError(format!("cannot decompress: {e}"));
+    let take = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
+    let mut body = match attributes & 0x07 {
+        0 => batch,
+        1 => Gzip::decompress(&mut batch, take).map_err(err)?,
+        2 => Snappy::decompress(&mut batch, take).map_err(err)?,
+        3 => Lz4::decompress(&mut batch, take).map_err(err)?,
+        4 => Zstd::decompress(&mut batch, take).map_err(err)?,
+        c => return Err(RecordsError(format!("unknown compression codec {c}"))),
+    };
+    for _ in 0..count {
+        let len = get_varint(&mut body)?;
+        if len < 0 || len as usize > body.remaining() {
+            return Err(RecordsError("record overruns its batch".into()));
+        }
+        let mut r = body.split_to(len as usize);
+        if !r.has_remaining() {
+            return Err(RecordsError("empty record".into()));
+        }
+        r.advance(1); // attributes
+        let ts_delta = get_varint(&mut r)?;
+        let offset_delta = get_varint(&mut r)?;
+        let key = get_bytes(&mut r)?;
+        let value = get_bytes(&mut r)?;
+        let n = get_varint(&mut r)?;
+        let mut headers = Vec::with_capacity(n.clamp(0, 64) as usize);
+        for _ in 0..n {
+            let k = get_bytes(&mut r)?.unwrap_or_default();
+            let v = get_bytes(&mut r)?;
+            headers.push(Header {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                value: v,
+            });
+        }
+        out.records.push(DecodedRecord {
+            offset: base_offset + offset_delta,
+            timestamp: if log_append_time {
+                max_timestamp
+            } else {
+                base_timestamp + ts_delta
+            },
+            log_append_time,
+            key,
+            value,
+            headers,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -640,6 +737,42 @@ mod tests {
         let mut bad = BytesMut::from(&one[..]);
         let last = bad.len() - 1;
         bad[last] ^= 1;
+        assert!(decode_batches(bad.freeze(), true).is_err());
+    }
+
+    #[test]
+    fn batches_end_agrees_with_decoding_and_stops_at_a_partial_or_malformed_batch() {
+        let mut b = BatchBuilder::new();
+        sample(&mut b, 3);
+        let mut first = BytesMut::from(&b.build(Compression::None, -1, -1, -1)[..]);
+        let mut b = BatchBuilder::new();
+        sample(&mut b, 5);
+        let mut second = BytesMut::from(&b.build(Compression::Lz4, -1, -1, -1)[..]);
+        first[0..8].copy_from_slice(&10i64.to_be_bytes());
+        second[0..8].copy_from_slice(&13i64.to_be_bytes());
+        // The second batch's CRC covers neither its base offset nor its length.
+        let mut both = first.clone();
+        both.extend_from_slice(&second);
+        let decoded = decode_batches(both.clone().freeze(), true).unwrap();
+        assert_eq!(decoded.next_offset, Some(18));
+        assert_eq!(batches_end(&both), Some(18));
+        let mut cut = both.clone();
+        cut.extend_from_slice(&first[..30]);
+        assert_eq!(
+            batches_end(&cut),
+            Some(18),
+            "a partial batch is not counted"
+        );
+        assert_eq!(batches_end(&first[..first.len() - 1]), None);
+        let mut bad = first.clone();
+        let mut second_bad_magic = second.clone();
+        second_bad_magic[16] = 1;
+        bad.extend_from_slice(&second_bad_magic);
+        assert_eq!(
+            batches_end(&bad),
+            Some(13),
+            "stops before the malformed batch"
+        );
         assert!(decode_batches(bad.freeze(), true).is_err());
     }
 }

@@ -1044,3 +1044,145 @@ async fn a_pattern_subscription_follows_matching_topics() {
         Some("metrics.disk")
     );
 }
+
+/// Many small fetches per partition, decoded only as the application drains them: every
+/// record comes exactly once and in order, and a seek drops whatever had been fetched
+/// ahead for that partition.
+#[tokio::test]
+async fn fetched_ahead_records_arrive_once_in_order_and_a_seek_discards_them() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("ahead", 3)])
+        .await
+        .unwrap();
+    let p = producer(&b, &[("linger.ms", "2"), ("batch.size", "2048")]).await;
+    let per_partition = 400i64;
+    let mut deliveries = Vec::new();
+    for i in 0..per_partition {
+        for part in 0..3 {
+            let rec = ProducerRecord::new("ahead")
+                .partition(part)
+                .value(format!("{part}:{i:0>60}"));
+            deliveries.push(p.send(rec).await.unwrap());
+        }
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    let mut cfg = ConsumerConfig::new(&b.bootstrap);
+    cfg.set("auto.offset.reset", "earliest").unwrap();
+    cfg.set("max.partition.fetch.bytes", "3000").unwrap();
+    cfg.set("max.poll.records", "7").unwrap();
+    let mut c = Consumer::connect(cfg).await.unwrap();
+    let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("ahead", p)).collect();
+    c.assign(tps.clone()).await.unwrap();
+    let check = |seen: &[runnel_api::ConsumerRecord], starts: [i64; 3]| {
+        for part in 0..3 {
+            let offsets: Vec<i64> = seen
+                .iter()
+                .filter(|r| r.partition == part)
+                .map(|r| r.offset)
+                .collect();
+            let want: Vec<i64> = (starts[part as usize]..per_partition).collect();
+            assert_eq!(offsets, want, "partition {part}");
+        }
+        for r in seen {
+            let want = format!("{}:{:0>60}", r.partition, r.offset);
+            assert_eq!(r.value.as_deref(), Some(want.as_bytes()));
+        }
+    };
+    async fn read_n(c: &mut Consumer, want: usize) -> Vec<runnel_api::ConsumerRecord> {
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while out.len() < want && std::time::Instant::now() < deadline {
+            let got = c.poll(Duration::from_millis(200)).await.unwrap();
+            assert!(got.len() <= 7, "max.poll.records");
+            out.extend(got);
+        }
+        out
+    }
+    let total = 3 * per_partition as usize;
+    let all = read_n(&mut c, total).await;
+    check(&all, [0, 0, 0]);
+    // Seek while records are buffered, fetched but undecoded, and in flight.
+    for tp in &tps {
+        c.seek(tp, 0).unwrap();
+    }
+    let head = c.poll(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(head.len(), 7, "max.poll.records");
+    let starts = [5, 150, 399];
+    for (tp, to) in tps.iter().zip(starts) {
+        c.seek(tp, to).unwrap();
+    }
+    let want: i64 = starts.iter().map(|s| per_partition - s).sum();
+    let rest = read_n(&mut c, want as usize).await;
+    check(&rest, starts);
+    for (tp, to) in tps.iter().zip([per_partition; 3]) {
+        assert_eq!(c.position(tp).await.unwrap(), to);
+    }
+}
+
+/// A batch that fails its CRC is reported by `poll` (as the Java client does) with the
+/// partition and offset, the records before it are delivered, and seeking past it goes on.
+#[tokio::test]
+async fn a_corrupt_batch_is_an_error_from_poll_and_a_seek_past_it_continues() {
+    let b = TestBroker::start(&[]).await;
+    Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[NewTopic::new("rot", 1)])
+        .await
+        .unwrap();
+    let p = producer(&b, &[]).await;
+    for batch in 0..3 {
+        for i in 0..4 {
+            p.send(ProducerRecord::new("rot").value(format!("b{batch}r{i}")))
+                .await
+                .unwrap();
+        }
+        p.flush().await.unwrap();
+    }
+    // Flip a value byte inside the second batch, in the segment the broker serves from.
+    let seg = b.data_dir().join("rot-0").join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let first_len = 12 + i32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    assert_eq!(
+        i64::from_be_bytes(bytes[first_len..first_len + 8].try_into().unwrap()),
+        4,
+        "the second batch starts at offset 4"
+    );
+    let at = bytes[first_len..]
+        .windows(4)
+        .position(|w| w == b"b1r2")
+        .unwrap()
+        + first_len;
+    bytes[at] = b'X';
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let mut c = consumer(&b).await;
+    let tp = TopicPartition::new("rot", 0);
+    c.assign(vec![tp.clone()]).await.unwrap();
+    let mut got = Vec::new();
+    let err = loop {
+        match c.poll(Duration::from_millis(500)).await {
+            Ok(rs) => got.extend(rs.into_iter().map(|r| r.offset)),
+            Err(e) => break e,
+        }
+        assert!(got.len() <= 4, "records past the corrupt batch: {got:?}");
+    };
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("rot-0") && msg.contains("offset 4") && msg.contains("CRC"),
+        "{msg}"
+    );
+    assert_eq!(c.position(&tp).await.unwrap(), 4);
+    // It stays an error until the application moves on.
+    assert!(c.poll(Duration::from_secs(3)).await.is_err());
+    c.seek(&tp, 8).unwrap();
+    let rest = read_all(&mut c, 4).await;
+    let values: Vec<_> = rest.iter().map(|r| r.value.clone().unwrap()).collect();
+    assert_eq!(values, ["b2r0", "b2r1", "b2r2", "b2r3"].map(Bytes::from));
+}
