@@ -119,6 +119,19 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def cpu_steal() -> tuple:
+    """(steal, total) jiffies of all CPUs from /proc/stat: time the hypervisor ran something
+    else while this VM wanted to run (0 on bare metal)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return fields[7] if len(fields) > 7 else 0, sum(fields[:8])
+
+
+def steal_pct(before: tuple, after: tuple) -> float:
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def admin(bootstrap: str):
     from confluent_kafka.admin import AdminClient
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 10000})
@@ -452,6 +465,7 @@ def row_specs(cfg) -> list:
     add("4.p99", 4, lat, "p99 ms", "f2")
     add("4.p999", 4, lat, "p99.9 ms", "f2")
     add("4.rate", 4, lat, "achieved MB/s", "f1")
+    add("4.steal", 4, lat, "CPU steal % (hypervisor) during the run", "f1")
     fs = "5. produce 1 KiB acks=all, flush.messages=1 (fsync per batch), " + pp
     add("5.rps", 5, fs, "records/s", "int")
     add("5.mbs", 5, fs, "MB/s", "f1")
@@ -671,18 +685,21 @@ class Suite:
                        "--rate-mb", cfg["lat_rate"], "--record-size", 1024,
                        "--warmup", cfg["lat_warmup"], "--duration", cfg["lat_duration"]]
                 os.sync()
-                c0, k0 = b.cpu(), children_cpu()
+                c0, k0, st0 = b.cpu(), children_cpu(), cpu_steal()
                 out = run_client(cmd, cfg["step_timeout"], logdir, "4")
                 cpu, ccpu = b.cpu() - c0, children_cpu() - k0
+                steal = steal_pct(st0, cpu_steal())
                 d = json.loads(out.strip().splitlines()[-1])
                 per_gib = cpu / (d["bytes"] / GIB)
                 m = {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(ccpu, 2), "bytes": d["bytes"]}
                 for k, key in (("4.p50", "p50_ms"), ("4.p99", "p99_ms"), ("4.p999", "p999_ms"),
                                ("4.rate", "window_mb_per_sec")):
                     self.res.ok(k, kind, run, d[key], per_gib, **m, **({"raw": d} if k == "4.p50" else {}))
+                self.res.ok("4.steal", kind, run, steal, per_gib, **m)
                 log(f"  {LABEL[kind]} 4: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, p99.9 {d['p999_ms']:.2f} ms, "
-                    f"max {d['max_ms']:.1f} ms over {d['measured']:,} records at {d['window_mb_per_sec']:.1f} MB/s")
-            self.step(b, kind, run, ["4.p50", "4.p99", "4.p999", "4.rate"], latency)
+                    f"max {d['max_ms']:.1f} ms over {d['measured']:,} records at {d['window_mb_per_sec']:.1f} MB/s, "
+                    f"CPU steal {steal:.1f}%")
+            self.step(b, kind, run, ["4.p50", "4.p99", "4.p999", "4.rate", "4.steal"], latency)
 
         if self.sel(5):
             def fsync():
@@ -994,7 +1011,7 @@ def main() -> int:
     signal.signal(signal.SIGHUP, _on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="runnel-bench-", dir=args.tmpdir))
     started = time.time()
-    load0 = os.getloadavg()
+    load0, steal0 = os.getloadavg(), cpu_steal()
     log(f"runnel bench: {'quick' if args.quick else 'default'} sizes, {cfg['runs']} run(s), scenarios "
         f"{','.join(map(str, sorted(args.only)))}, data in {tmp}; load average {load0[0]:.2f}")
     suite = Suite(args, cfg, tmp)
@@ -1010,7 +1027,7 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             log(f"kept {tmp}")
-    load1 = os.getloadavg()
+    load1, steal1 = os.getloadavg(), cpu_steal()
     minfo = machine_info()
     table = suite.table()
     notes = suite.limits_text()
@@ -1018,7 +1035,7 @@ def main() -> int:
             f"Runnel and Kafka alternating); MB = 10^6 bytes of record values, GiB = 2^30. "
             f"{cfg['n100']:,} × 100 B, {cfg['n1k']:,} × 1 KiB, {cfg['n_fsync']:,} × 1 KiB with fsync. "
             f"{minfo.get('cpus')} CPUs shared by brokers and clients; load average {load0[0]:.2f} at start, "
-            f"{load1[0]:.2f} at end; took {(time.time() - started) / 60:.1f} min. "
+            f"{load1[0]:.2f} at end; CPU steal (hypervisor) {steal_pct(steal0, steal1):.1f}% of the run; took {(time.time() - started) / 60:.1f} min. "
             f"{minfo.get('runnel_version', 'runnel ?')}, Kafka {', '.join(minfo['kafka_jars'])}, "
             f"confluent-kafka {minfo.get('confluent_kafka', '?')} (librdkafka {minfo.get('librdkafka', '?')}).")
     report = table + "\n" + notes + foot + "\n"
