@@ -263,6 +263,9 @@ struct PartitionState {
     fetch_position: Option<i64>,
     /// Bumped by seeks so stale in-flight results are dropped.
     epoch: u64,
+    /// Once the record at this offset is handed out, the position moves on to this
+    /// offset (past batches after it with no records for the application).
+    skip: Option<(i64, i64)>,
 }
 
 type FetchOutcome = Result<Vec<(TopicPartition, u64, i64, PartitionResult)>, ClientError>;
@@ -406,6 +409,7 @@ impl Consumer {
                     position: None,
                     fetch_position: None,
                     epoch: 0,
+                    skip: None,
                 });
                 (tp.clone(), s)
             })
@@ -443,6 +447,7 @@ impl Consumer {
         s.position = Some(offset);
         s.fetch_position = Some(offset);
         s.epoch += 1;
+        s.skip = None;
         let (t, p) = (tp.topic.clone(), tp.partition);
         self.buffer.retain(|r| !(r.topic == t && r.partition == p));
         self.undecoded.retain(|u| u.tp != *tp);
@@ -789,8 +794,14 @@ impl Consumer {
             if let Some((_, e)) = self.failed.take() {
                 return Err(e);
             }
-            if let Some(u) = self.undecoded.pop_front() {
-                self.decode(u);
+            if !self.undecoded.is_empty() {
+                // Fill this poll from as many fetched partitions as it takes.
+                while self.buffer.len() < self.config.max_poll_records
+                    && self.failed.is_none()
+                    && let Some(u) = self.undecoded.pop_front()
+                {
+                    self.decode(u);
+                }
                 continue;
             }
             let now = Instant::now();
@@ -894,7 +905,14 @@ impl Consumer {
                 .state
                 .get_mut(&TopicPartition::new(topic.clone(), partition))
             {
-                s.position = Some(out[last].offset + 1);
+                let offset = out[last].offset;
+                s.position = Some(match s.skip {
+                    Some((at, to)) if at == offset => {
+                        s.skip = None;
+                        to
+                    }
+                    _ => offset + 1,
+                });
             }
             i = last + 1;
         }
@@ -914,17 +932,25 @@ impl Consumer {
         let PartialDecode { decoded, error } =
             decode_committed_partial(u.records, self.config.check_crcs, &u.aborted);
         let (from, topic, partition) = (u.from, &u.tp.topic, u.tp.partition);
-        if let Some((bad, e)) = error {
+        // The end of the batches read whole (control batches and aborted ones included).
+        let end = decoded.next_offset.unwrap_or(from).max(from);
+        if let Some(bad) = error {
             // Fetches made past the bad batch, and their results, are void.
-            s.fetch_position = Some(bad.max(from));
+            s.fetch_position = Some(end);
             s.epoch += 1;
             self.undecoded.retain(|x| x.tp != u.tp);
+            let skip = match bad.end {
+                Some(e) if e > end => format!("seek to {e} to skip that batch"),
+                _ => "seek past it to continue".to_string(),
+            };
             let message = format!(
-                "cannot read the records of {topic}-{partition} at offset {}: {e}; seek past them to continue",
-                bad.max(from)
+                "cannot read the record batch at offset {} of {topic}-{partition}: {}; {skip}",
+                bad.base_offset.max(from),
+                bad.error
             );
             self.failed = Some((u.tp.clone(), ClientError::Protocol(message)));
         }
+        let before = self.buffer.len();
         self.buffer.extend(
             decoded
                 .records
@@ -941,6 +967,20 @@ impl Consumer {
                     headers: r.headers,
                 }),
         );
+        // As in the Java client, the position moves past batches with nothing for the
+        // application (transaction markers, aborted or compacted-away records) once the
+        // records before them are handed out, so committed offsets do not lag behind them.
+        // None of this partition's earlier records are still buffered: results are only
+        // taken in once the buffer is empty.
+        match self.buffer.back().filter(|_| self.buffer.len() > before) {
+            Some(last) if last.offset + 1 < end => s.skip = Some((last.offset, end)),
+            Some(_) => {}
+            None => {
+                if s.position.is_some_and(|p| p < end) {
+                    s.position = Some(end);
+                }
+            }
+        }
     }
 
     async fn start_fetches(&mut self) {

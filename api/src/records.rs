@@ -487,9 +487,20 @@ pub fn decode_committed(
 ) -> Result<DecodedBatches, RecordsError> {
     let partial = decode_committed_partial(bytes, check_crc, aborted);
     match partial.error {
-        Some((_, e)) => Err(e),
+        Some(bad) => Err(bad.error),
         None => Ok(partial.decoded),
     }
+}
+
+/// The first batch [`decode_committed_partial`] could not read.
+#[derive(Debug)]
+pub struct BadBatch {
+    /// Its base offset.
+    pub base_offset: i64,
+    /// The offset after it, when its header could be read: where to seek to skip it.
+    pub end: Option<i64>,
+    /// What is wrong with it.
+    pub error: RecordsError,
 }
 
 /// What [`decode_committed_partial`] read before a batch it could not.
@@ -497,8 +508,8 @@ pub fn decode_committed(
 pub struct PartialDecode {
     /// The batches before the first bad one, whole (`next_offset` is where it starts).
     pub decoded: DecodedBatches,
-    /// The first bad batch's base offset and what is wrong with it.
-    pub error: Option<(i64, RecordsError)>,
+    /// The first batch that could not be read.
+    pub error: Option<BadBatch>,
 }
 
 /// As [`decode_committed`], keeping the records of the batches before the first one that
@@ -514,31 +525,31 @@ pub fn decode_committed_partial(
     let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
     while bytes.len() >= 12 {
         let base_offset = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
-        let (kept, next) = (out.decoded.records.len(), out.decoded.next_offset);
-        let batch = (|| {
-            let Some(frame) = batch_frame(&bytes)? else {
-                return Ok(false);
-            };
-            let batch = bytes.split_to(frame.len);
-            decode_batch(
-                batch,
-                frame,
-                check_crc,
-                &mut upcoming,
-                &mut aborting,
-                &mut out.decoded,
-            )?;
-            Ok(true)
-        })();
-        match batch {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                out.decoded.records.truncate(kept);
-                out.decoded.next_offset = next;
-                out.error = Some((base_offset, e));
+        let frame = match batch_frame(&bytes) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(error) => {
+                out.error = Some(BadBatch {
+                    base_offset,
+                    end: None,
+                    error,
+                });
                 break;
             }
+        };
+        let end = frame.last_offset + 1;
+        let (kept, next) = (out.decoded.records.len(), out.decoded.next_offset);
+        let batch = bytes.split_to(frame.len);
+        let d = &mut out.decoded;
+        if let Err(error) = decode_batch(batch, frame, check_crc, &mut upcoming, &mut aborting, d) {
+            out.decoded.records.truncate(kept);
+            out.decoded.next_offset = next;
+            out.error = Some(BadBatch {
+                base_offset,
+                end: Some(end),
+                error,
+            });
+            break;
         }
     }
     out
@@ -609,6 +620,12 @@ fn decode_batch(
         r.advance(1); // attributes
         let ts_delta = get_varint(&mut r)?;
         let offset_delta = get_varint(&mut r)?;
+        if !(0..=last_offset - base_offset).contains(&offset_delta) {
+            return Err(RecordsError(format!(
+                "record offset delta {offset_delta} outside its batch (last offset delta {})",
+                last_offset - base_offset
+            )));
+        }
         let key = get_bytes(&mut r)?;
         let value = get_bytes(&mut r)?;
         let n = get_varint(&mut r)?;
@@ -774,5 +791,30 @@ mod tests {
             "stops before the malformed batch"
         );
         assert!(decode_batches(bad.freeze(), true).is_err());
+    }
+
+    #[test]
+    fn a_record_past_its_batchs_last_offset_is_an_error_and_keeps_what_came_before() {
+        let mut b = BatchBuilder::new();
+        sample(&mut b, 2);
+        let good = BytesMut::from(&b.build(Compression::None, -1, -1, -1)[..]);
+        let mut b = BatchBuilder::new();
+        sample(&mut b, 3);
+        let mut short = BytesMut::from(&b.build(Compression::None, -1, -1, -1)[..]);
+        // Second batch at offset 2 whose header claims two records while it holds three,
+        // with a valid CRC: its header-derived end (4) would skip offset 4.
+        short[0..8].copy_from_slice(&2i64.to_be_bytes());
+        short[23..27].copy_from_slice(&1i32.to_be_bytes());
+        let crc = crc32c::crc32c(&short[21..]);
+        short[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut both = good.clone();
+        both.extend_from_slice(&short);
+        let partial = decode_committed_partial(both.freeze(), true, &[]);
+        let bad = partial.error.expect("an error");
+        assert!(bad.error.0.contains("outside its batch"), "{}", bad.error.0);
+        assert_eq!((bad.base_offset, bad.end), (2, Some(4)));
+        let offsets: Vec<i64> = partial.decoded.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [0, 1], "the good batch before it is kept");
+        assert_eq!(partial.decoded.next_offset, Some(2));
     }
 }

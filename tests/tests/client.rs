@@ -1125,7 +1125,9 @@ async fn fetched_ahead_records_arrive_once_in_order_and_a_seek_discards_them() {
 }
 
 /// A batch that fails its CRC is reported by `poll` (as the Java client does) with the
-/// partition and offset, the records before it are delivered, and seeking past it goes on.
+/// partition, its offset and where to seek to skip it; the records before it are delivered,
+/// fetches made past it are void, and seeking past it goes on. With the default fetch size
+/// all three batches come in one response; with a tiny one, one batch per fetch.
 #[tokio::test]
 async fn a_corrupt_batch_is_an_error_from_poll_and_a_seek_past_it_continues() {
     let b = TestBroker::start(&[]).await;
@@ -1161,28 +1163,47 @@ async fn a_corrupt_batch_is_an_error_from_poll_and_a_seek_past_it_continues() {
     bytes[at] = b'X';
     std::fs::write(&seg, &bytes).unwrap();
 
-    let mut c = consumer(&b).await;
-    let tp = TopicPartition::new("rot", 0);
-    c.assign(vec![tp.clone()]).await.unwrap();
-    let mut got = Vec::new();
-    let err = loop {
-        match c.poll(Duration::from_millis(500)).await {
-            Ok(rs) => got.extend(rs.into_iter().map(|r| r.offset)),
-            Err(e) => break e,
-        }
-        assert!(got.len() <= 4, "records past the corrupt batch: {got:?}");
-    };
-    assert_eq!(got, vec![0, 1, 2, 3]);
-    let msg = err.to_string();
-    assert!(
-        msg.contains("rot-0") && msg.contains("offset 4") && msg.contains("CRC"),
-        "{msg}"
-    );
-    assert_eq!(c.position(&tp).await.unwrap(), 4);
-    // It stays an error until the application moves on.
-    assert!(c.poll(Duration::from_secs(3)).await.is_err());
-    c.seek(&tp, 8).unwrap();
-    let rest = read_all(&mut c, 4).await;
-    let values: Vec<_> = rest.iter().map(|r| r.value.clone().unwrap()).collect();
-    assert_eq!(values, ["b2r0", "b2r1", "b2r2", "b2r3"].map(Bytes::from));
+    for fetch_bytes in ["1048576", "10"] {
+        let mut cfg = ConsumerConfig::new(&b.bootstrap);
+        cfg.set("auto.offset.reset", "earliest").unwrap();
+        cfg.set("max.partition.fetch.bytes", fetch_bytes).unwrap();
+        let mut c = Consumer::connect(cfg).await.unwrap();
+        let tp = TopicPartition::new("rot", 0);
+        c.assign(vec![tp.clone()]).await.unwrap();
+        let mut got = Vec::new();
+        let err = loop {
+            match c.poll(Duration::from_millis(500)).await {
+                Ok(rs) => got.extend(rs.into_iter().map(|r| r.offset)),
+                Err(e) => break e,
+            }
+            assert!(got.len() <= 4, "records past the corrupt batch: {got:?}");
+        };
+        assert_eq!(got, vec![0, 1, 2, 3], "fetch bytes {fetch_bytes}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("offset 4 of rot-0") && msg.contains("CRC") && msg.contains("seek to 8"),
+            "{msg}"
+        );
+        assert_eq!(c.position(&tp).await.unwrap(), 4);
+        // It stays an error until the application moves on, also from inside the batch.
+        assert!(c.poll(Duration::from_secs(3)).await.is_err());
+        c.seek(&tp, 6).unwrap();
+        let inside = c
+            .poll(Duration::from_secs(3))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            inside.contains("offset 6") && inside.contains("seek to 8"),
+            "{inside}"
+        );
+        c.seek(&tp, 8).unwrap();
+        let rest = read_all(&mut c, 4).await;
+        let values: Vec<_> = rest.iter().map(|r| r.value.clone().unwrap()).collect();
+        assert_eq!(
+            values,
+            ["b2r0", "b2r1", "b2r2", "b2r3"].map(Bytes::from),
+            "fetch bytes {fetch_bytes}"
+        );
+    }
 }

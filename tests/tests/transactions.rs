@@ -125,7 +125,8 @@ async fn committed_transactions_appear_to_read_committed_and_aborted_ones_never_
         }
     }
     let tps = [("tx-out", 0), ("tx-out", 1)];
-    let mut committed = drain(&mut reader(&b, true, &tps).await).await;
+    let mut rc = reader(&b, true, &tps).await;
+    let mut committed = drain(&mut rc).await;
     committed.sort();
     let mut want: Vec<String> = [1, 3]
         .iter()
@@ -133,7 +134,16 @@ async fn committed_transactions_appear_to_read_committed_and_aborted_ones_never_
         .collect();
     want.sort();
     assert_eq!(committed, want);
-    assert_eq!(drain(&mut reader(&b, false, &tps).await).await.len(), 40);
+    let mut ru = reader(&b, false, &tps).await;
+    assert_eq!(drain(&mut ru).await.len(), 40);
+    // Each partition holds 4 x (5 records + a marker). As in the Java client, positions
+    // end past the last marker (and past the aborted batches), so a commit does not lag.
+    for c in [&mut rc, &mut ru] {
+        for p in 0..2 {
+            let tp = TopicPartition::new("tx-out", p);
+            assert_eq!(c.position(&tp).await.unwrap(), 24, "{tp:?}");
+        }
+    }
 }
 
 #[tokio::test]
