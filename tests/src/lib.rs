@@ -73,6 +73,16 @@ impl TestBroker {
         self.running.as_ref().map(|r| r.broker())
     }
 
+    /// Creates a topic through the client's Admin (panics on failure).
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        runnel_api::Admin::connect(&self.bootstrap)
+            .await
+            .expect("admin connects")
+            .create_topics(&[runnel_api::NewTopic::new(name, partitions)])
+            .await
+            .expect("topic created");
+    }
+
     /// Starts it again on the same port and data.
     pub async fn restart(&mut self) {
         self.stop().await;

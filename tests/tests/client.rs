@@ -93,12 +93,7 @@ async fn keyed_records_with_headers_round_trip_under_every_codec() {
 #[tokio::test]
 async fn null_keys_stick_to_a_partition_per_batch_and_move_on() {
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("sticky", 4)])
-        .await
-        .unwrap();
+    b.create_topic("sticky", 4).await;
     let p = producer(&b, &[("linger.ms", "1000"), ("batch.size", "2000")]).await;
     let mut batches = Vec::new();
     for round in 0..12 {
@@ -127,12 +122,7 @@ async fn null_keys_stick_to_a_partition_per_batch_and_move_on() {
 #[tokio::test]
 async fn round_robin_and_custom_partitioners() {
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("rr", 3)])
-        .await
-        .unwrap();
+    b.create_topic("rr", 3).await;
     let p = producer(
         &b,
         &[(
@@ -181,12 +171,7 @@ async fn round_robin_and_custom_partitioners() {
 #[tokio::test]
 async fn acks_zero_and_one_deliver_and_seek_works() {
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("acks", 1)])
-        .await
-        .unwrap();
+    b.create_topic("acks", 1).await;
     let p0 = producer(&b, &[("acks", "0")]).await;
     let m = p0
         .send(ProducerRecord::new("acks").value("fire"))
@@ -224,12 +209,7 @@ async fn acks_zero_and_one_deliver_and_seek_works() {
 #[tokio::test]
 async fn batches_stay_within_batch_size_as_the_java_producer_keeps_them() {
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("sized", 1)])
-        .await
-        .unwrap();
+    b.create_topic("sized", 1).await;
     let p = producer(&b, &[("batch.size", "1024"), ("linger.ms", "200")]).await;
     let mut deliveries = Vec::new();
     for i in 0..100 {
@@ -327,12 +307,7 @@ async fn delivery_callbacks_report_each_records_offset_and_a_refused_batch() {
 #[tokio::test]
 async fn auto_offset_reset_latest_skips_old_records_and_offsets_for_times_finds_new_ones() {
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("reset", 1)])
-        .await
-        .unwrap();
+    b.create_topic("reset", 1).await;
     let p = producer(&b, &[]).await;
     let now = 1_800_000_000_000i64.min(
         std::time::SystemTime::now()
@@ -508,12 +483,7 @@ async fn the_producer_sees_added_partitions_once_its_metadata_refreshes() {
 #[tokio::test]
 async fn the_producer_retries_through_a_broker_restart() {
     let mut b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("bounce", 1)])
-        .await
-        .unwrap();
+    b.create_topic("bounce", 1).await;
     let p = producer(
         &b,
         &[("retry.backoff.ms", "50"), ("request.timeout.ms", "3000")],
@@ -554,12 +524,7 @@ async fn the_producer_retries_through_a_broker_restart() {
 #[tokio::test]
 async fn buffer_memory_applies_back_pressure_instead_of_failing() {
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("pressure", 1)])
-        .await
-        .unwrap();
+    b.create_topic("pressure", 1).await;
     let p = producer(
         &b,
         &[
@@ -607,12 +572,7 @@ async fn buffer_memory_applies_back_pressure_instead_of_failing() {
 async fn compression_reaches_the_broker_as_chosen() {
     // The batch the broker stores carries the codec the producer picked.
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("codec-on-disk", 1)])
-        .await
-        .unwrap();
+    b.create_topic("codec-on-disk", 1).await;
     let mut cfg = ProducerConfig::new(&b.bootstrap);
     cfg.compression = Compression::Zstd;
     let p = Producer::connect(cfg).await.unwrap();
@@ -653,12 +613,7 @@ async fn compression_reaches_the_broker_as_chosen() {
 async fn the_consumer_is_a_stream() {
     use futures_util::StreamExt;
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("streamed", 2)])
-        .await
-        .unwrap();
+    b.create_topic("streamed", 2).await;
     let p = producer(&b, &[]).await;
     for i in 0..30 {
         p.send(
@@ -745,12 +700,7 @@ async fn group_members_share_partitions_and_survivors_resume_from_committed_offs
         ("group.min.session.timeout.ms", "1000"),
     ])
     .await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("grouped", 6)])
-        .await
-        .unwrap();
+    b.create_topic("grouped", 6).await;
     let assigned = std::sync::Arc::new(std::sync::Mutex::new(vec![vec![]; 3]));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let members: Vec<_> = (0..3)
@@ -841,12 +791,7 @@ async fn cooperative_sticky_moves_only_what_must_move() {
         ("group.min.session.timeout.ms", "1000"),
     ])
     .await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("coop", 4)])
-        .await
-        .unwrap();
+    b.create_topic("coop", 4).await;
     type Log = std::sync::Arc<std::sync::Mutex<Vec<(usize, &'static str, Vec<i32>)>>>;
     struct Track(usize, Log);
     impl runnel_api::RebalanceListener for Track {
@@ -943,12 +888,7 @@ async fn cooperative_sticky_moves_only_what_must_move() {
 #[tokio::test]
 async fn manual_commits_sync_and_async_are_what_committed_reports() {
     let b = TestBroker::start(&[("group.initial.rebalance.delay.ms", "0")]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("manual", 1)])
-        .await
-        .unwrap();
+    b.create_topic("manual", 1).await;
     let p = producer(&b, &[]).await;
     for i in 0..10 {
         p.send(ProducerRecord::new("manual").value(i.to_string()))
@@ -1051,12 +991,7 @@ async fn a_pattern_subscription_follows_matching_topics() {
 #[tokio::test]
 async fn fetched_ahead_records_arrive_once_in_order_and_a_seek_discards_them() {
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("ahead", 3)])
-        .await
-        .unwrap();
+    b.create_topic("ahead", 3).await;
     let p = producer(&b, &[("linger.ms", "2"), ("batch.size", "2048")]).await;
     let per_partition = 400i64;
     let mut deliveries = Vec::new();
@@ -1131,12 +1066,7 @@ async fn fetched_ahead_records_arrive_once_in_order_and_a_seek_discards_them() {
 #[tokio::test]
 async fn a_corrupt_batch_is_an_error_from_poll_and_a_seek_past_it_continues() {
     let b = TestBroker::start(&[]).await;
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new("rot", 1)])
-        .await
-        .unwrap();
+    b.create_topic("rot", 1).await;
     let p = producer(&b, &[]).await;
     for batch in 0..3 {
         for i in 0..4 {

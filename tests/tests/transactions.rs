@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use runnel_api::{
-    Admin, ClientError, Consumer, ConsumerConfig, ConsumerGroupMetadata, NewTopic, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    ClientError, Consumer, ConsumerConfig, ConsumerGroupMetadata, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
 };
 use runnel_integration_tests::TestBroker;
 
@@ -58,19 +58,10 @@ async fn drain(c: &mut Consumer) -> Vec<String> {
     out
 }
 
-async fn topic(b: &TestBroker, name: &str, partitions: i32) {
-    Admin::connect(&b.bootstrap)
-        .await
-        .unwrap()
-        .create_topics(&[NewTopic::new(name, partitions)])
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn the_producer_is_idempotent_by_default_as_the_java_client() {
     let b = TestBroker::start(&[]).await;
-    topic(&b, "idem", 1).await;
+    b.create_topic("idem", 1).await;
     assert!(ProducerConfig::new(&b.bootstrap).is_idempotent());
     let mut acks1 = ProducerConfig::new(&b.bootstrap);
     acks1.set("acks", "1").unwrap();
@@ -100,7 +91,7 @@ async fn the_producer_is_idempotent_by_default_as_the_java_client() {
 #[tokio::test]
 async fn committed_transactions_appear_to_read_committed_and_aborted_ones_never_do() {
     let b = TestBroker::start(&[]).await;
-    topic(&b, "tx-out", 2).await;
+    b.create_topic("tx-out", 2).await;
     let p = producer(&b, &[("transactional.id", "t1")]).await;
     assert!(matches!(
         p.send(ProducerRecord::new("tx-out").value("x")).await.err(),
@@ -149,8 +140,8 @@ async fn committed_transactions_appear_to_read_committed_and_aborted_ones_never_
 #[tokio::test]
 async fn offsets_sent_in_a_transaction_are_committed_with_it() {
     let b = TestBroker::start(&[]).await;
-    topic(&b, "eos-in", 1).await;
-    topic(&b, "eos-out", 1).await;
+    b.create_topic("eos-in", 1).await;
+    b.create_topic("eos-out", 1).await;
     let plain = producer(&b, &[]).await;
     for i in 0..20 {
         plain
@@ -193,7 +184,7 @@ async fn offsets_sent_in_a_transaction_are_committed_with_it() {
 #[tokio::test]
 async fn a_zombie_producer_is_fenced_and_its_records_stay_invisible() {
     let b = TestBroker::start(&[]).await;
-    topic(&b, "fence", 1).await;
+    b.create_topic("fence", 1).await;
     let old = producer(&b, &[("transactional.id", "same")]).await;
     old.init_transactions().await.unwrap();
     old.begin_transaction().await.unwrap();
@@ -226,7 +217,7 @@ async fn a_zombie_producer_is_fenced_and_its_records_stay_invisible() {
 /// checks every partition holds its records once, in send order.
 async fn order_under_load(extra: &[(&str, &str)]) {
     let b = TestBroker::start(&[]).await;
-    topic(&b, "order", 6).await;
+    b.create_topic("order", 6).await;
     let mut settings = vec![
         ("batch.size", "4096"),
         ("linger.ms", "0"),
