@@ -12,6 +12,8 @@ run as its own process, so the orchestrator never shares a GIL with a measured c
         time.time_ns() at produce(); a consumer process (this one) assigned to every
         partition from the beginning computes receive time - send time. Percentiles over the
         records sent during the measurement window (after the warm-up). One JSON line.
+        On a topic with message.timestamp.type=LogAppendTime it also splits each latency at
+        the broker's append stamp (ms): to_append_* and from_append_* percentiles.
 
     clients.py mock-cluster
         librdkafka's in-memory mock cluster (1 broker) in this process, standing in for a
@@ -114,7 +116,7 @@ def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, t_end_ns, 
 
 
 def cmd_latency(a) -> None:
-    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME
 
     c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"bench-latency-{os.getpid()}",
                   **LATENCY_CONSUMER_CONF})
@@ -135,6 +137,9 @@ def cmd_latency(a) -> None:
                        args=(a.bootstrap, a.topic, a.rate_mb * 1e6, a.record_size, t0, win_hi, q))
     prod.start()
     lat_ns = []
+    # With message.timestamp.type=LogAppendTime the broker stamps each batch when it
+    # appends it (in ms), which splits the latency into send -> append -> receive.
+    to_broker_ns, from_broker_ns = [], []
     received = 0
     window_bytes = 0
     result = None
@@ -152,6 +157,10 @@ def cmd_latency(a) -> None:
             if win_lo <= ts < win_hi:
                 lat_ns.append(now - ts)
                 window_bytes += len(v)
+                kind, append_ms = m.timestamp()
+                if kind == TIMESTAMP_LOG_APPEND_TIME:
+                    to_broker_ns.append(append_ms * 1_000_000 - ts)
+                    from_broker_ns.append(now - append_ms * 1_000_000)
         if now < next_check_ns:
             continue
         next_check_ns = now + 100_000_000
@@ -172,22 +181,27 @@ def cmd_latency(a) -> None:
             break
     prod.join(10)
     c.close()
-    lat_ns.sort()
-    n = len(lat_ns)
-
-    def pct(q: float) -> float:
-        if not n:
+    def pct(xs: list, q: float) -> float:
+        if not xs:
             return float("nan")
         import math
-        return lat_ns[max(0, math.ceil(q * n) - 1)] / 1e6
+        return xs[max(0, math.ceil(q * len(xs)) - 1)] / 1e6
+
+    for xs in (lat_ns, to_broker_ns, from_broker_ns):
+        xs.sort()
+    n = len(lat_ns)
 
     out = {"sent": result["sent"], "received": received, "lost": result["sent"] - received,
            "producer_errors": result["errors"], "measured": n,
            "window_mb_per_sec": window_bytes / 1e6 / a.duration,
            "target_mb_per_sec": a.rate_mb,
-           "p50_ms": pct(0.50), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+           "p50_ms": pct(lat_ns, 0.50), "p99_ms": pct(lat_ns, 0.99), "p999_ms": pct(lat_ns, 0.999),
            "max_ms": lat_ns[-1] / 1e6 if n else float("nan"),
            "bytes": result["sent"] * a.record_size}
+    if from_broker_ns:
+        for name, xs in (("to_append", to_broker_ns), ("from_append", from_broker_ns)):
+            for q, tag in ((0.50, "p50"), (0.99, "p99"), (0.999, "p999")):
+                out[f"{name}_{tag}_ms"] = pct(xs, q)
     print(json.dumps(out), flush=True)
     sys.exit(0 if n and out["lost"] == 0 and not result["errors"] else 1)
 

@@ -33,6 +33,7 @@ JAVA_DIR = ROOT / "tests" / "interop" / "java"
 JAVA_CP = str(JAVA_DIR / "lib") + "/*"
 KAFKA_SH = JAVA_DIR / "kafka-as-runnel.sh"
 CLIENTS = BENCH / "clients.py"
+LATENCY_C = ROOT / "target" / "bench" / "latency"  # built by bench/run from bench/latency.c
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 T0 = time.monotonic()
@@ -460,12 +461,13 @@ def row_specs(cfg) -> list:
     add("3.fetch", 3, "3. consume scenario 2's 1 KiB records, Kafka ConsumerPerformance", "MB/s (fetch, excl. group join)", "f1")
     add("3.total", 3, "3. consume scenario 2's 1 KiB records, Kafka ConsumerPerformance", "MB/s (incl. group join)", "f1")
     add("3r.mbs", 3, "3r. consume scenario 2's 1 KiB records, runnel perf consume", "MB/s", "f1")
-    lat = f"4. end-to-end latency, 1 KiB at {cfg['lat_rate']:g} MB/s, confluent-kafka"
-    add("4.p50", 4, lat, "p50 ms", "f2")
-    add("4.p99", 4, lat, "p99 ms", "f2")
-    add("4.p999", 4, lat, "p99.9 ms", "f2")
-    add("4.rate", 4, lat, "achieved MB/s", "f1")
-    add("4.steal", 4, lat, "CPU steal % (hypervisor) during the run", "f1")
+    for r, client in (("4", "confluent-kafka (Python)"), ("4c", "librdkafka from C (bench/latency.c)")):
+        lat = f"{r}. end-to-end latency, 1 KiB at {cfg['lat_rate']:g} MB/s, {client}"
+        add(f"{r}.p50", 4, lat, "p50 ms", "f2")
+        add(f"{r}.p99", 4, lat, "p99 ms", "f2")
+        add(f"{r}.p999", 4, lat, "p99.9 ms", "f2")
+        add(f"{r}.rate", 4, lat, "achieved MB/s", "f1")
+        add(f"{r}.steal", 4, lat, "CPU steal % (hypervisor) during the run", "f1")
     fs = "5. produce 1 KiB acks=all, flush.messages=1 (fsync per batch), " + pp
     add("5.rps", 5, fs, "records/s", "int")
     add("5.mbs", 5, fs, "MB/s", "f1")
@@ -679,27 +681,34 @@ class Suite:
             self.step(b, kind, run, ["3r.mbs"], consume_r)
 
         if self.sel(4):
-            def latency():
-                b.create_topic("s4-latency")
-                cmd = [sys.executable, CLIENTS, "latency", "--bootstrap", b.bootstrap, "--topic", "s4-latency",
-                       "--rate-mb", cfg["lat_rate"], "--record-size", 1024,
-                       "--warmup", cfg["lat_warmup"], "--duration", cfg["lat_duration"]]
-                os.sync()
-                c0, k0, st0 = b.cpu(), children_cpu(), cpu_steal()
-                out = run_client(cmd, cfg["step_timeout"], logdir, "4")
-                cpu, ccpu = b.cpu() - c0, children_cpu() - k0
-                steal = steal_pct(st0, cpu_steal())
-                d = json.loads(out.strip().splitlines()[-1])
-                per_gib = cpu / (d["bytes"] / GIB)
-                m = {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(ccpu, 2), "bytes": d["bytes"]}
-                for k, key in (("4.p50", "p50_ms"), ("4.p99", "p99_ms"), ("4.p999", "p999_ms"),
-                               ("4.rate", "window_mb_per_sec")):
-                    self.res.ok(k, kind, run, d[key], per_gib, **m, **({"raw": d} if k == "4.p50" else {}))
-                self.res.ok("4.steal", kind, run, steal, per_gib, **m)
-                log(f"  {LABEL[kind]} 4: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, p99.9 {d['p999_ms']:.2f} ms, "
-                    f"max {d['max_ms']:.1f} ms over {d['measured']:,} records at {d['window_mb_per_sec']:.1f} MB/s, "
-                    f"CPU steal {steal:.1f}%")
-            self.step(b, kind, run, ["4.p50", "4.p99", "4.p999", "4.rate", "4.steal"], latency)
+            # The same measurement with two clients: Python (confluent-kafka) and C (the
+            # same librdkafka without the interpreter's own scheduling in the figure).
+            for r, tool in (("4", [sys.executable, CLIENTS, "latency"]), ("4c", [str(LATENCY_C)])):
+                def latency(r=r, tool=tool):
+                    if not Path(tool[0]).exists():
+                        raise StepError(f"{tool[0]} is missing (bench/run builds it from bench/latency.c)")
+                    topic = f"s{r}-latency"
+                    b.create_topic(topic)
+                    cmd = tool + ["--bootstrap", b.bootstrap, "--topic", topic,
+                                  "--rate-mb", cfg["lat_rate"], "--record-size", 1024,
+                                  "--warmup", cfg["lat_warmup"], "--duration", cfg["lat_duration"]]
+                    os.sync()
+                    c0, k0, st0 = b.cpu(), children_cpu(), cpu_steal()
+                    out = run_client(cmd, cfg["step_timeout"], logdir, r)
+                    cpu, ccpu = b.cpu() - c0, children_cpu() - k0
+                    steal = steal_pct(st0, cpu_steal())
+                    d = json.loads(out.strip().splitlines()[-1])
+                    per_gib = cpu / (d["bytes"] / GIB)
+                    m = {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(ccpu, 2), "bytes": d["bytes"]}
+                    for k, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p999", "p999_ms"),
+                                   ("rate", "window_mb_per_sec")):
+                        self.res.ok(f"{r}.{k}", kind, run, d[key], per_gib, **m,
+                                    **({"raw": d} if k == "p50" else {}))
+                    self.res.ok(f"{r}.steal", kind, run, steal, per_gib, **m)
+                    log(f"  {LABEL[kind]} {r}: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, "
+                        f"p99.9 {d['p999_ms']:.2f} ms, max {d['max_ms']:.1f} ms over {d['measured']:,} records "
+                        f"at {d['window_mb_per_sec']:.1f} MB/s, client CPU {ccpu:.1f} s, CPU steal {steal:.1f}%")
+                self.step(b, kind, run, [f"{r}.{k}" for k in ("p50", "p99", "p999", "rate", "steal")], latency)
 
         if self.sel(5):
             def fsync():
@@ -959,6 +968,13 @@ def machine_info() -> dict:
         info["librdkafka"] = confluent_kafka.libversion()[0]
     except Exception:  # noqa: BLE001
         pass
+    try:  # the librdkafka that bench/latency.c is linked with (Debian's package)
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "librdkafka-dev"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        if out:
+            info["librdkafka_c"] = out
+    except Exception:  # noqa: BLE001
+        pass
     info["kafka_jars"] = sorted(p.name for p in (JAVA_DIR / "lib").glob("kafka_2.13-*.jar"))
     return info
 
@@ -1037,7 +1053,8 @@ def main() -> int:
             f"{minfo.get('cpus')} CPUs shared by brokers and clients; load average {load0[0]:.2f} at start, "
             f"{load1[0]:.2f} at end; CPU steal (hypervisor) {steal_pct(steal0, steal1):.1f}% of the run; took {(time.time() - started) / 60:.1f} min. "
             f"{minfo.get('runnel_version', 'runnel ?')}, Kafka {', '.join(minfo['kafka_jars'])}, "
-            f"confluent-kafka {minfo.get('confluent_kafka', '?')} (librdkafka {minfo.get('librdkafka', '?')}).")
+            f"confluent-kafka {minfo.get('confluent_kafka', '?')} (librdkafka {minfo.get('librdkafka', '?')}); "
+            f"bench/latency.c with librdkafka {minfo.get('librdkafka_c', '?')} (Debian).")
     report = table + "\n" + notes + foot + "\n"
     print(report, flush=True)
     if args.out:
