@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::{BrokerConfig, ConfigError, TopicConfig};
@@ -106,8 +105,6 @@ pub struct Broker {
     /// Cluster id from `meta.properties`.
     pub cluster_id: String,
     registry: RwLock<Registry>,
-    /// Woken after every append, for Fetch long polls.
-    pub appended: Notify,
     next_producer_id: AtomicI64,
     producer_id_limit: AtomicI64,
     /// Serialises topic administration (create/delete/alter) and the metadata file.
@@ -182,7 +179,6 @@ impl Broker {
             config,
             cluster_id,
             registry: RwLock::new(registry),
-            appended: Notify::new(),
             next_producer_id: AtomicI64::new(next_pid),
             // Nothing of the persisted block is handed out until it is re-reserved.
             producer_id_limit: AtomicI64::new(next_pid),

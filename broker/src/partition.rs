@@ -3,7 +3,9 @@
 //! On one node the leader is the whole ISR, so the high watermark is the log end offset
 //! as soon as an append returns.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 use bytes::Bytes;
 
@@ -22,6 +24,9 @@ pub struct Partition {
     /// One fsync at a time per partition; callers queued behind it usually find their
     /// records already covered (group commit).
     flush_turn: tokio::sync::Mutex<()>,
+    /// Fetches long-polling this partition (as Kafka's fetch purgatory is keyed by
+    /// partition): an append wakes these, not every waiting fetch of the broker.
+    watchers: Mutex<Vec<Arc<Notify>>>,
 }
 
 impl Partition {
@@ -32,6 +37,38 @@ impl Partition {
             index,
             log: Mutex::new(log),
             flush_turn: tokio::sync::Mutex::new(()),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn watchers(&self) -> MutexGuard<'_, Vec<Arc<Notify>>> {
+        self.watchers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a waiting fetch: `wake` gets a permit at every later append.
+    pub fn watch(&self, wake: &Arc<Notify>) {
+        self.watchers().push(wake.clone());
+    }
+
+    /// Unregisters a fetch registered with [`Partition::watch`].
+    pub fn unwatch(&self, wake: &Arc<Notify>) {
+        let mut w = self.watchers();
+        if let Some(i) = w.iter().position(|x| Arc::ptr_eq(x, wake)) {
+            w.swap_remove(i);
+        }
+    }
+
+    /// How many fetches are waiting on this partition now.
+    pub fn waiting_fetches(&self) -> usize {
+        self.watchers().len()
+    }
+
+    /// Wakes the fetches waiting on this partition; call after anything that can change
+    /// what a fetch reads (appends, transaction markers moving the last stable offset).
+    pub fn wake_fetches(&self) {
+        for w in self.watchers().iter() {
+            // A permit is kept if the fetch is between reads, so no append is missed.
+            w.notify_one();
         }
     }
 

@@ -138,8 +138,21 @@ async fn fetch(
     offset: i64,
     committed: bool,
 ) -> (i64, usize, Option<Vec<(i64, i64)>>) {
+    fetch_waiting(broker, topic, p, offset, committed, 0).await
+}
+
+/// As [`fetch`], long-polling up to `max_wait_ms` for at least one byte.
+async fn fetch_waiting(
+    broker: &Arc<Broker>,
+    topic: &str,
+    p: i32,
+    offset: i64,
+    committed: bool,
+    max_wait_ms: i32,
+) -> (i64, usize, Option<Vec<(i64, i64)>>) {
     let req = FetchRequest::default()
-        .with_max_wait_ms(0)
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_isolation_level(if committed { 1 } else { 0 })
         .with_topics(vec![
@@ -325,6 +338,73 @@ async fn aborted_transactions_are_hidden_from_read_committed_and_the_lso_waits_f
             .join("t-0/00000000000000000000.txnindex")
             .exists()
     );
+}
+
+#[tokio::test]
+async fn a_waiting_read_committed_fetch_is_woken_by_the_commit_marker_of_its_partition_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path(), &[]);
+    broker
+        .create_topic("t", 2, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let (_, pid, epoch) = init_txn(&broker, "tx", 60_000).await;
+    assert_eq!(add_partitions(&broker, "tx", pid, epoch, "t", &[0]), 0);
+    assert_eq!(
+        produce(&broker, "t", 0, batch(pid, epoch, 0, 3, true, "x")).await,
+        (0, 0)
+    );
+    // Nothing is stable yet: a read_committed fetch long-polls (far longer than the test
+    // waits, so only a wake-up answers it in time).
+    let b = broker.clone();
+    let waiting = tokio::spawn(async move { fetch_waiting(&b, "t", 0, 0, true, 25_000).await });
+    let p0 = broker.partition("t", 0).unwrap();
+    let p1 = broker.partition("t", 1).unwrap();
+    let t0 = std::time::Instant::now();
+    while p0.waiting_fetches() == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the fetch never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        (p0.waiting_fetches(), p1.waiting_fetches()),
+        (1, 0),
+        "a fetch waits on the partitions it reads, not on others"
+    );
+    // Appends elsewhere leave it waiting.
+    assert_eq!(
+        produce(&broker, "t", 1, batch(-1, -1, -1, 2, false, "other")).await,
+        (0, 0)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "nothing became readable on partition 0"
+    );
+    assert_eq!(end_txn(&broker, "tx", pid, epoch, true), 0);
+    let (lso_seen, n, aborted) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the commit marker wakes the fetch")
+        .unwrap();
+    assert_eq!((lso_seen, n, aborted), (4, 3, Some(vec![])));
+    assert_eq!(p0.waiting_fetches(), 0, "an answered fetch unregisters");
+
+    // A fetch given up while waiting (its connection closed) unregisters too.
+    let b = broker.clone();
+    let abandoned = tokio::spawn(async move { fetch_waiting(&b, "t", 1, 2, false, 25_000).await });
+    let t0 = std::time::Instant::now();
+    while p1.waiting_fetches() == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the fetch never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    abandoned.abort();
+    let _ = abandoned.await;
+    assert_eq!(p1.waiting_fetches(), 0);
 }
 
 #[tokio::test]

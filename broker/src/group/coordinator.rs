@@ -691,12 +691,14 @@ async fn persist_records_in(
                 part.append_internal(&Bytes::from(bytes), now)
             }
         };
-        if let Err(e) = res {
-            tracing::error!(partition = p, "writing __consumer_offsets failed: {e}");
-            ok = false;
+        match res {
+            Ok(_) => part.wake_fetches(),
+            Err(e) => {
+                tracing::error!(partition = p, "writing __consumer_offsets failed: {e}");
+                ok = false;
+            }
         }
     }
-    broker.appended.notify_waiters();
     ok
 }
 

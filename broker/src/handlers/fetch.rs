@@ -8,11 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::log::ReadSlice;
+use crate::partition::Partition;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
+use tokio::sync::Notify;
 
 use super::tn;
 use crate::broker::Broker;
@@ -166,6 +168,46 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchReply, 
     )
 }
 
+/// A long-polling fetch's registration with the partitions it reads; unregistered when
+/// the fetch answers or its connection goes.
+struct Watch {
+    wake: Arc<Notify>,
+    partitions: Vec<Arc<Partition>>,
+}
+
+impl Watch {
+    fn new(broker: &Broker, req: &FetchRequest, version: i16) -> Self {
+        let wake = Arc::new(Notify::new());
+        let mut partitions = Vec::new();
+        for ft in &req.topics {
+            let topic = if version >= 13 {
+                broker.topic_by_id(&ft.topic_id)
+            } else {
+                broker.topic(ft.topic.0.as_str())
+            };
+            let Some(topic) = topic else { continue };
+            for fp in &ft.partitions {
+                if let Some(p) = usize::try_from(fp.partition)
+                    .ok()
+                    .and_then(|i| topic.partitions.get(i))
+                {
+                    p.watch(&wake);
+                    partitions.push(p.clone());
+                }
+            }
+        }
+        Self { wake, partitions }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for p in &self.partitions {
+            p.unwatch(&self.wake);
+        }
+    }
+}
+
 /// Answers Fetch.
 pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchReply {
     if req.session_id != 0 {
@@ -180,11 +222,8 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     let wait_ms = (req.max_wait_ms.max(0) as i64).min(broker.config.fetch_max_wait_cap_ms);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
+    let mut watch: Option<Watch> = None;
     loop {
-        // Register for wake-ups before reading, so an append in between is not missed.
-        let notified = broker.appended.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         let (resp, bytes, any_error) = read_once(broker, &req, version);
         if bytes >= min_bytes || any_error || wait_ms == 0 || req.topics.is_empty() {
             return resp;
@@ -192,8 +231,14 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         if tokio::time::Instant::now() >= deadline {
             return resp;
         }
+        let Some(w) = &watch else {
+            // Register with the partitions, then read again: an append in between left
+            // a permit, so it is not missed.
+            watch = Some(Watch::new(broker, &req, version));
+            continue;
+        };
         tokio::select! {
-            _ = &mut notified => {}
+            _ = w.wake.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 return read_once(broker, &req, version).0;
             }

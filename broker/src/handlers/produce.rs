@@ -128,7 +128,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Append
     let by_id = version >= 13;
     let mut topics = Vec::new();
     let mut to_flush: Vec<(Arc<Partition>, i64)> = Vec::new();
-    let mut appended_any = false;
+    let mut appended: Vec<Arc<Partition>> = Vec::new();
     for td in req.topic_data {
         let topic = if by_id {
             broker.topic_by_id(&td.topic_id)
@@ -176,7 +176,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Append
             }
             match partition.append_records(&records, now_ms()) {
                 Ok(info) => {
-                    appended_any |= !info.duplicate;
+                    if !info.duplicate {
+                        appended.push(partition.clone());
+                    }
                     let (start, flush_end) = {
                         let log = partition.log();
                         let end = log.needs_flush(now_ms()).then(|| log.log_end_offset());
@@ -218,8 +220,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Append
                 .with_partition_responses(partitions),
         );
     }
-    if appended_any {
-        broker.appended.notify_waiters();
+    // After the whole request, so a fetch of several of these partitions wakes once.
+    for p in &appended {
+        p.wake_fetches();
     }
     Appended {
         acks,

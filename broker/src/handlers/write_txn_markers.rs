@@ -36,6 +36,7 @@ pub fn handle(broker: &Broker, req: WriteTxnMarkersRequest) -> WriteTxnMarkersRe
                                     );
                                     match res {
                                         Ok(_) => {
+                                            part.wake_fetches();
                                             if t.name.0.as_str() == offsets_log::TOPIC {
                                                 broker.groups.complete_txn(
                                                     m.producer_id.0,
@@ -64,6 +65,5 @@ pub fn handle(broker: &Broker, req: WriteTxnMarkersRequest) -> WriteTxnMarkersRe
                 .with_topics(topics)
         })
         .collect();
-    broker.appended.notify_waiters();
     WriteTxnMarkersResponse::default().with_markers(markers)
 }

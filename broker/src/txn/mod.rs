@@ -559,6 +559,9 @@ impl TxnCoordinator {
                 .append_marker(m.producer_id, m.epoch, commit, 0, now);
             match res {
                 Ok(_) => {
+                    // The marker moves the last stable offset: read_committed fetches
+                    // waiting on this partition can read on.
+                    part.wake_fetches();
                     if topic == offsets_log::TOPIC {
                         broker.groups.complete_txn(m.producer_id, commit);
                     }
@@ -569,7 +572,6 @@ impl TxnCoordinator {
                 }
             }
         }
-        broker.appended.notify_waiters();
         m.state = if commit {
             TxnState::CompleteCommit
         } else {
