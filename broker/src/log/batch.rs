@@ -464,6 +464,16 @@ pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// The CRC field of a batch.
+pub fn crc_of(batch: &[u8]) -> u32 {
+    u32::from_be_bytes([
+        batch[CRC_OFFSET],
+        batch[CRC_OFFSET + 1],
+        batch[CRC_OFFSET + 2],
+        batch[CRC_OFFSET + 3],
+    ])
+}
+
 /// Marks a built batch transactional (attribute bit 4) and recomputes its CRC.
 pub fn set_transactional(batch: &mut [u8]) {
     let attrs = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]]) | 0x10;

@@ -5,7 +5,11 @@
 //! `.timeindex`: 12-byte entries (timestamp i64, relative offset u32), timestamps
 //! strictly increasing. Both are big-endian, as Kafka writes them.
 //!
-//! The active segment keeps its entries in memory as well. A closed segment keeps only
+//! The active segment keeps its entries in memory, and writes the ones added since the
+//! last write to the file in one go when it is flushed or closed, not one positioned
+//! write per entry on the append path. An index is sparse, so a file short of its last
+//! entries (a crash) is still correct, and recovery rebuilds the active segment's
+//! indexes anyway. A closed segment keeps only
 //! every [`SAMPLE_STRIDE`]th entry in memory, taken at its first lookup: a lookup
 //! searches the sample, then reads the one stretch of entries between two samples with a
 //! single positioned read (instead of a read per binary-search probe), so memory grows
@@ -32,6 +36,8 @@ struct EntryFile {
     file: File,
     width: u64,
     entries: u64,
+    /// Entries in the file; the rest (up to `entries`) are only in `cache` so far.
+    written: u64,
     cache: Option<Vec<u8>>,
     /// Every [`SAMPLE_STRIDE`]th entry (0, S, 2S, ...), read at the first lookup while
     /// uncached; emptied by any change to the file.
@@ -57,6 +63,7 @@ impl EntryFile {
             file,
             width,
             entries,
+            written: entries,
             cache: None,
             sample: std::sync::OnceLock::new(),
         })
@@ -65,11 +72,36 @@ impl EntryFile {
     fn set_cached(&mut self, cached: bool) -> io::Result<()> {
         self.sample = std::sync::OnceLock::new();
         if cached {
+            if self.cache.is_some() {
+                return Ok(()); // already in memory, maybe ahead of the file
+            }
             self.load_cache()
         } else {
+            // Entries only in memory go to the file first; if that fails the file is
+            // just sparser (entries are hints), and the memory copy goes regardless.
+            let written = self.write_tail();
             self.cache = None;
-            Ok(())
+            self.entries = self.written;
+            written
         }
+    }
+
+    /// Writes the entries not yet in the file, with one positioned write.
+    fn write_tail(&mut self) -> io::Result<()> {
+        if self.written == self.entries {
+            return Ok(());
+        }
+        let Some(c) = &self.cache else {
+            return Err(io::Error::other(format!(
+                "{}: entries missing from the file and from memory",
+                self.path.display()
+            )));
+        };
+        let w = self.width as usize;
+        self.file
+            .write_all_at(&c[self.written as usize * w..], self.written * self.width)?;
+        self.written = self.entries;
+        Ok(())
     }
 
     fn load_cache(&mut self) -> io::Result<()> {
@@ -93,13 +125,23 @@ impl EntryFile {
     }
 
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(bytes, self.entries * self.width)?;
+        match &mut self.cache {
+            // The file gets it at the next flush or when the segment is closed.
+            Some(c) => c.extend_from_slice(bytes),
+            None => {
+                self.file.write_all_at(bytes, self.entries * self.width)?;
+                self.written += 1;
+            }
+        }
         self.entries += 1;
         self.sample = std::sync::OnceLock::new();
-        if let Some(c) = &mut self.cache {
-            c.extend_from_slice(bytes);
-        }
         Ok(())
+    }
+
+    /// Writes pending entries and fsyncs the file.
+    fn flush(&mut self) -> io::Result<()> {
+        self.write_tail()?;
+        self.file.sync_data()
     }
 
     /// Index of the last entry whose key (decoded by `key`) is <= `target`.
@@ -152,7 +194,8 @@ impl EntryFile {
 
     /// Keeps the first `keep` entries.
     fn truncate(&mut self, keep: u64) -> io::Result<()> {
-        self.file.set_len(keep * self.width)?;
+        self.written = self.written.min(keep);
+        self.file.set_len(self.written * self.width)?;
         self.entries = keep;
         self.sample = std::sync::OnceLock::new();
         if let Some(c) = &mut self.cache {
@@ -199,9 +242,10 @@ impl OffsetIndex {
         self.inner.set_cached(true)
     }
 
-    /// Drops the in-memory copy (the segment stopped being active).
-    pub fn uncache(&mut self) {
-        let _ = self.inner.set_cached(false);
+    /// Writes the entries kept only in memory and drops the in-memory copy (the segment
+    /// stopped being active). On an error the file keeps the entries written before.
+    pub fn uncache(&mut self) -> io::Result<()> {
+        self.inner.set_cached(false)
     }
 
     /// Number of entries.
@@ -268,9 +312,9 @@ impl OffsetIndex {
         self.inner.truncate(keep)
     }
 
-    /// fsyncs the file.
-    pub fn flush(&self) -> io::Result<()> {
-        self.inner.file.sync_data()
+    /// Writes entries kept only in memory and fsyncs the file.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 
     /// The file's path.
@@ -319,9 +363,15 @@ impl TimeIndex {
         self.inner.set_cached(true)
     }
 
-    /// Drops the in-memory copy.
-    pub fn uncache(&mut self) {
-        let _ = self.inner.set_cached(false);
+    /// Writes the entries kept only in memory and drops the in-memory copy. On an error
+    /// the file keeps the entries written before.
+    pub fn uncache(&mut self) -> io::Result<()> {
+        let res = self.inner.set_cached(false);
+        if res.is_err() {
+            let n = self.inner.entries;
+            self.last = if n > 0 { self.entry(n - 1).ok() } else { None };
+        }
+        res
     }
 
     /// The last entry (timestamp, offset).
@@ -373,9 +423,9 @@ impl TimeIndex {
         self.inner.truncate(0)
     }
 
-    /// fsyncs the file.
-    pub fn flush(&self) -> io::Result<()> {
-        self.inner.file.sync_data()
+    /// Writes entries kept only in memory and fsyncs the file.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 
     /// Drops entries whose offset is at or past `offset`.
@@ -407,6 +457,7 @@ mod tests {
         for (i, off) in [105i64, 110, 120].iter().enumerate() {
             idx.append(*off, (i as u64 + 1) * 4096).unwrap();
         }
+        idx.flush().unwrap();
         for cached in [true, false] {
             if !cached {
                 idx = OffsetIndex::open(&p, 100, false).unwrap();
@@ -432,6 +483,46 @@ mod tests {
         assert_eq!(t.lookup(15).unwrap(), 1);
         assert_eq!(t.lookup(25).unwrap(), 3);
         let reopened = TimeIndex::open(&dir.path().join("0.timeindex"), 0, false).unwrap();
+        assert_eq!(reopened.last(), Some((20, 3)));
+    }
+
+    #[test]
+    fn the_active_index_writes_its_entries_at_flush_and_close_not_at_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.index");
+        let len = || std::fs::metadata(&p).unwrap().len();
+        let mut idx = OffsetIndex::open(&p, 0, true).unwrap();
+        idx.cache().unwrap();
+        idx.append(3, 100).unwrap();
+        idx.append(7, 200).unwrap();
+        assert_eq!(len(), 0, "appends stay in memory");
+        assert_eq!(idx.lookup(5).unwrap(), 100);
+        idx.flush().unwrap();
+        assert_eq!(len(), 16);
+        idx.append(9, 300).unwrap();
+        assert_eq!(len(), 16);
+        // A truncation below what the file holds cuts the file too.
+        idx.truncate_to_position(200).unwrap();
+        assert_eq!((idx.len(), len()), (1, 8));
+        idx.append(8, 250).unwrap();
+        idx.uncache().unwrap();
+        assert_eq!(len(), 16, "closing writes the rest");
+        let reopened = OffsetIndex::open(&p, 0, false).unwrap();
+        assert_eq!(reopened.last().unwrap(), Some((8, 250)));
+        assert_eq!(reopened.lookup(100).unwrap(), 250);
+        // A closed index writes each entry at once (recovery rebuilds use that).
+        idx.append(12, 400).unwrap();
+        assert_eq!(len(), 24);
+
+        let tp = dir.path().join("0.timeindex");
+        let mut t = TimeIndex::open(&tp, 0, true).unwrap();
+        t.cache().unwrap();
+        t.maybe_append(10, 1).unwrap();
+        t.maybe_append(20, 3).unwrap();
+        assert_eq!(std::fs::metadata(&tp).unwrap().len(), 0);
+        t.uncache().unwrap();
+        assert_eq!(std::fs::metadata(&tp).unwrap().len(), 24);
+        let reopened = TimeIndex::open(&tp, 0, false).unwrap();
         assert_eq!(reopened.last(), Some((20, 3)));
     }
 
@@ -472,6 +563,7 @@ mod tests {
             let scan = |entries: &[(i64, u64)], o: i64| {
                 entries.iter().take_while(|(e, _)| *e <= o).last().map_or(0, |e| e.1)
             };
+            idx.flush().unwrap();
             let mut closed = OffsetIndex::open(&p, base, false).unwrap();
             for &probe in &probes {
                 let o = base + probe / 10;
@@ -482,7 +574,7 @@ mod tests {
             let cut = entries.get(keep).map_or(u64::MAX, |e| e.1);
             entries.truncate(keep);
             closed.truncate_to_position(cut).unwrap();
-            closed.uncache();
+            closed.uncache().unwrap();
             for &probe in &probes {
                 let o = base + probe / 10;
                 proptest::prop_assert_eq!(closed.lookup(o).unwrap(), scan(&entries, o), "truncated, offset {}", o);

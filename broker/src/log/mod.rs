@@ -562,6 +562,7 @@ impl Log {
             if log_append {
                 h.max_timestamp = now_ms;
                 h.attributes |= 0x08;
+                h.crc = batch::crc_of(slice);
             }
             next = h.last_offset() + 1;
             headers.push(h);
@@ -853,7 +854,7 @@ impl Log {
         }
         let target = self.flush_target();
         target.sync()?;
-        for s in self.segments.values() {
+        for s in self.segments.values_mut() {
             s.flush()?;
         }
         self.mark_flushed(target.up_to, now_ms);

@@ -1,5 +1,6 @@
 //! One log segment: `<base offset>.log` plus its `.index` and `.timeindex`.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -15,6 +16,10 @@ use super::index::{OffsetIndex, TimeIndex};
 pub fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}{suffix}")
 }
+
+/// Headers of the last batches appended to the active segment kept in memory: consumers
+/// at the tail read these, and finding their position then costs no read of the file.
+const RECENT_BATCHES: usize = 16;
 
 /// What recovery found in a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,8 @@ pub struct Segment {
     offset_of_max_timestamp: i64,
     /// Wall-clock creation time, for `segment.ms`.
     pub created_ms: i64,
+    /// (position, header) of the last [`RECENT_BATCHES`] batches appended, oldest first.
+    recent: VecDeque<(u64, BatchHeader)>,
 }
 
 impl Segment {
@@ -81,6 +88,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             created_ms: now_ms,
+            recent: VecDeque::new(),
         })
     }
 
@@ -111,6 +119,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             created_ms: now_ms,
+            recent: VecDeque::new(),
         };
         let indexes_sane = match seg.index.last()? {
             Some((off, pos)) => pos < size && off >= base_offset,
@@ -133,6 +142,9 @@ impl Segment {
     pub fn header_at(&self, pos: u64) -> io::Result<Option<BatchHeader>> {
         if pos + HEADER_LEN as u64 > self.size {
             return Ok(None);
+        }
+        if let Ok(i) = self.recent.binary_search_by_key(&pos, |(p, _)| *p) {
+            return Ok(Some(self.recent[i].1));
         }
         let mut buf = [0u8; HEADER_LEN];
         self.file.read_exact_at(&mut buf, pos)?;
@@ -166,6 +178,7 @@ impl Segment {
     /// Scans every batch from the start, rebuilding both indexes; with `validate`, checks
     /// each batch and truncates at the first bad one.
     fn rebuild(&mut self, index_interval: u64, validate: bool) -> io::Result<RecoveryOutcome> {
+        self.recent.clear();
         self.index.reset()?;
         self.time_index.reset()?;
         self.bytes_since_index = 0;
@@ -268,6 +281,10 @@ impl Segment {
         let mut pos = start;
         for h in headers {
             let total = h.total_size() as u64;
+            if self.recent.len() == RECENT_BATCHES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((pos, *h));
             self.track(h, pos, total, interval)?;
             pos += total;
         }
@@ -276,12 +293,18 @@ impl Segment {
 
     /// Called when a newer segment takes over: a final time-index entry, indexes uncached.
     pub fn close_active(&mut self) -> io::Result<()> {
+        self.recent = VecDeque::new();
         if self.max_timestamp >= 0 {
             self.time_index
                 .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
         }
-        self.index.uncache();
-        self.time_index.uncache();
+        // The entries only hint where batches are: a failed write leaves a sparser
+        // index, not a wrong one, so the roll goes on.
+        for res in [self.index.uncache(), self.time_index.uncache()] {
+            if let Err(e) = res {
+                tracing::warn!(segment = %self.log_path.display(), "writing index entries failed: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -295,6 +318,18 @@ impl Segment {
     pub fn position_of(&self, offset: i64) -> io::Result<Option<u64>> {
         if offset >= self.next_offset {
             return Ok(None);
+        }
+        if let Some((_, first)) = self.recent.front()
+            && offset >= first.base_offset
+        {
+            // The recent batches are contiguous up to the segment's end, so one of them
+            // holds the offset.
+            let i = self
+                .recent
+                .partition_point(|(_, h)| h.last_offset() < offset);
+            if let Some((pos, _)) = self.recent.get(i) {
+                return Ok(Some(*pos));
+            }
         }
         let mut pos = self.index.lookup(offset)?;
         while let Some(h) = self.header_at(pos)? {
@@ -392,7 +427,7 @@ impl Segment {
     }
 
     /// fsyncs the log and its indexes.
-    pub fn flush(&self) -> io::Result<()> {
+    pub fn flush(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         self.index.flush()?;
         self.time_index.flush()
@@ -401,6 +436,7 @@ impl Segment {
     /// Truncates the segment so it ends before `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
         let pos = self.position_of(offset)?.unwrap_or(self.size);
+        self.recent.retain(|(p, _)| *p < pos);
         self.file.set_len(pos)?;
         self.size = pos;
         self.index.truncate_to_position(pos)?;

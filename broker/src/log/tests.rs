@@ -258,3 +258,43 @@ proptest::proptest! {
         proptest::prop_assert_eq!(read_offsets(&log, 0), (0..expected_end).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn reads_from_the_recent_batches_in_memory_agree_with_the_file() {
+    // 40 batches of 1-3 records with an index entry per batch at most every 300 bytes: the
+    // last 16 batches are answered from memory, the rest through the index and the file.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&[("index.interval.bytes", "300")]);
+    let mut log = open(dir.path(), cfg.clone(), true);
+    for i in 0..40 {
+        append(&mut log, 1 + i % 3, i as i64);
+    }
+    let end = log.log_end_offset();
+    log.flush_all(0).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), copy.path().join(f.file_name())).unwrap();
+    }
+    let from_disk = open(copy.path(), cfg, true);
+    for offset in 0..end {
+        for max in [1usize, 100, 1 << 20] {
+            let a = log
+                .read(offset, max, true)
+                .unwrap()
+                .map(|s| (s.position, s.len));
+            let b = from_disk
+                .read(offset, max, true)
+                .unwrap()
+                .map(|s| (s.position, s.len));
+            assert_eq!(a, b, "offset {offset}, max {max}");
+        }
+    }
+    assert_eq!(read_offsets(&log, 0), (0..end).collect::<Vec<_>>());
+    // The index entries, kept in memory while appending, reached the file at the flush.
+    let idx = std::fs::metadata(dir.path().join("00000000000000000000.index"))
+        .unwrap()
+        .len();
+    // (a batch is at least 70 bytes, so an entry comes at least every 5 batches)
+    assert!(idx >= 8 * 8, "{idx} bytes of index for 40 batches");
+}
