@@ -358,6 +358,8 @@ impl Broker {
             .ok_or_else(|| AdminError::UnknownTopic(name.into()))?;
         self.persist_metadata()?;
         for p in &topic.partitions {
+            // Fetches waiting on it answer UNKNOWN_TOPIC_OR_PARTITION now.
+            p.wake_fetches();
             let dir = p.log().dir().to_path_buf();
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), "could not remove deleted partition: {e}");

@@ -408,6 +408,51 @@ async fn a_waiting_read_committed_fetch_is_woken_by_the_commit_marker_of_its_par
 }
 
 #[tokio::test]
+async fn a_waiting_fetch_answers_at_once_when_its_topic_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path(), &[]);
+    broker
+        .create_topic("gone", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let req = FetchRequest::default()
+        .with_max_wait_ms(25_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(s("gone")))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let b = broker.clone();
+    let waiting = tokio::spawn(async move { handlers::fetch::handle(&b, req, 12).await });
+    let p = broker.partition("gone", 0).unwrap();
+    let t0 = std::time::Instant::now();
+    while p.waiting_fetches() == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the fetch never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    broker.delete_topic("gone").await.unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the deletion wakes the fetch")
+        .unwrap()
+        .response;
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        kafka_protocol::ResponseError::UnknownTopicOrPartition.code()
+    );
+}
+
+#[tokio::test]
 async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let broker = open(dir.path(), &[]);

@@ -30,7 +30,12 @@ pub fn handle(broker: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsRespon
                     };
                     let mut log = partition.log();
                     let target = if p.offset == -1 { log.log_end_offset() } else { p.offset };
-                    match log.delete_records_before(target) {
+                    let res = log.delete_records_before(target);
+                    drop(log);
+                    // What a waiting fetch reads may have changed (its offset may now be
+                    // below the log start).
+                    partition.wake_fetches();
+                    match res {
                         Ok(low) => base.with_low_watermark(low),
                         Err(LogError::OffsetOutOfRange { .. }) => {
                             base.with_error_code(ResponseError::OffsetOutOfRange.code())

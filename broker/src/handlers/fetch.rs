@@ -169,7 +169,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchReply, 
 }
 
 /// A long-polling fetch's registration with the partitions it reads; unregistered when
-/// the fetch answers or its connection goes.
+/// the fetch answers or is dropped (broker shutdown).
 struct Watch {
     wake: Arc<Notify>,
     partitions: Vec<Arc<Partition>>,

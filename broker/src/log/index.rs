@@ -6,8 +6,8 @@
 //! strictly increasing. Both are big-endian, as Kafka writes them.
 //!
 //! The active segment keeps its entries in memory, and writes the ones added since the
-//! last write to the file in one go when it is flushed or closed, not one positioned
-//! write per entry on the append path. An index is sparse, so a file short of its last
+//! last write to the file in one go when it is rolled or the log is flushed at shutdown,
+//! not one positioned write per entry on the append path. An index is sparse, so a file short of its last
 //! entries (a crash) is still correct, and recovery rebuilds the active segment's
 //! indexes anyway. A closed segment keeps only
 //! every [`SAMPLE_STRIDE`]th entry in memory, taken at its first lookup: a lookup

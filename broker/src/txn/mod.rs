@@ -252,6 +252,7 @@ impl TxnCoordinator {
             tracing::error!(partition = p, "writing __transaction_state failed: {e}");
             errors::COORDINATOR_NOT_AVAILABLE
         })?;
+        part.wake_fetches();
         Ok(())
     }
 
