@@ -340,6 +340,18 @@ async fn aborted_transactions_are_hidden_from_read_committed_and_the_lso_waits_f
     );
 }
 
+/// Returns once a fetch is long-polling `p` (panics after 10 s).
+async fn until_a_fetch_waits(p: &runnel_broker::partition::Partition) {
+    let t0 = std::time::Instant::now();
+    while p.waiting_fetches() == 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the fetch never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_waiting_read_committed_fetch_is_woken_by_the_commit_marker_of_its_partition_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -360,14 +372,7 @@ async fn a_waiting_read_committed_fetch_is_woken_by_the_commit_marker_of_its_par
     let waiting = tokio::spawn(async move { fetch_waiting(&b, "t", 0, 0, true, 25_000).await });
     let p0 = broker.partition("t", 0).unwrap();
     let p1 = broker.partition("t", 1).unwrap();
-    let t0 = std::time::Instant::now();
-    while p0.waiting_fetches() == 0 {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(10),
-            "the fetch never waited"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_a_fetch_waits(&p0).await;
     assert_eq!(
         (p0.waiting_fetches(), p1.waiting_fetches()),
         (1, 0),
@@ -394,14 +399,7 @@ async fn a_waiting_read_committed_fetch_is_woken_by_the_commit_marker_of_its_par
     // A fetch given up while waiting (its connection closed) unregisters too.
     let b = broker.clone();
     let abandoned = tokio::spawn(async move { fetch_waiting(&b, "t", 1, 2, false, 25_000).await });
-    let t0 = std::time::Instant::now();
-    while p1.waiting_fetches() == 0 {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(10),
-            "the fetch never waited"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_a_fetch_waits(&p1).await;
     abandoned.abort();
     let _ = abandoned.await;
     assert_eq!(p1.waiting_fetches(), 0);
@@ -432,14 +430,7 @@ async fn a_waiting_fetch_answers_at_once_when_its_topic_is_deleted() {
     let b = broker.clone();
     let waiting = tokio::spawn(async move { handlers::fetch::handle(&b, req, 12).await });
     let p = broker.partition("gone", 0).unwrap();
-    let t0 = std::time::Instant::now();
-    while p.waiting_fetches() == 0 {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(10),
-            "the fetch never waited"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until_a_fetch_waits(&p).await;
     broker.delete_topic("gone").await.unwrap();
     let resp = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
         .await
