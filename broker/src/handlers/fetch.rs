@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use crate::log::ReadSlice;
 use crate::partition::Partition;
+use crate::topics::Topic;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -56,6 +58,22 @@ impl FetchReply {
     }
 }
 
+/// The topic a fetch names, by id (v13+) or by name.
+fn requested_topic(broker: &Broker, ft: &FetchTopic, by_id: bool) -> Option<Arc<Topic>> {
+    if by_id {
+        broker.topic_by_id(&ft.topic_id)
+    } else {
+        broker.topic(ft.topic.0.as_str())
+    }
+}
+
+/// The partition a fetch names, if the topic has it.
+fn requested_partition<'t>(topic: &'t Topic, fp: &FetchPartition) -> Option<&'t Arc<Partition>> {
+    usize::try_from(fp.partition)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+}
+
 /// One pass over the requested partitions: where the data is, how many bytes, any error.
 fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchReply, usize, bool) {
     let by_id = version >= 13;
@@ -70,18 +88,10 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchReply, 
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut slices = Vec::new();
     for ft in &req.topics {
-        let topic = if by_id {
-            broker.topic_by_id(&ft.topic_id)
-        } else {
-            broker.topic(ft.topic.0.as_str())
-        };
+        let topic = requested_topic(broker, ft, by_id);
         let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
-            let Some(partition) = topic.as_ref().and_then(|t| {
-                usize::try_from(fp.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            }) else {
+            let Some(partition) = topic.as_ref().and_then(|t| requested_partition(t, fp)) else {
                 any_error = true;
                 let code = if by_id {
                     ResponseError::UnknownTopicId.code()
@@ -180,17 +190,11 @@ impl Watch {
         let wake = Arc::new(Notify::new());
         let mut partitions = Vec::new();
         for ft in &req.topics {
-            let topic = if version >= 13 {
-                broker.topic_by_id(&ft.topic_id)
-            } else {
-                broker.topic(ft.topic.0.as_str())
+            let Some(topic) = requested_topic(broker, ft, version >= 13) else {
+                continue;
             };
-            let Some(topic) = topic else { continue };
             for fp in &ft.partitions {
-                if let Some(p) = usize::try_from(fp.partition)
-                    .ok()
-                    .and_then(|i| topic.partitions.get(i))
-                {
+                if let Some(p) = requested_partition(&topic, fp) {
                     p.watch(&wake);
                     partitions.push(p.clone());
                 }
