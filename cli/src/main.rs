@@ -153,7 +153,13 @@ fn real_main() -> anyhow::Result<()> {
         Command::Topics(cmd) => rt.block_on(tools::topics(&b, cmd)),
         Command::Produce(args) => rt.block_on(tools::produce(&b, args)),
         Command::Consume(args) => rt.block_on(tools::consume(&b, args)),
-        Command::Perf(cmd) => rt.block_on(tools::perf(&b, cmd)),
+        // On a worker thread rather than in `block_on`: the main thread is not one of the
+        // runtime's workers, so each send from it has to wake a worker to drive the I/O.
+        Command::Perf(cmd) => {
+            rt.block_on(
+                async move { tokio::spawn(async move { tools::perf(&b, cmd).await }).await? },
+            )
+        }
         Command::Groups(cmd) => rt.block_on(groups::groups(&b, cmd)),
         Command::Transactions(cmd) => rt.block_on(transactions::transactions(&b, cmd)),
     }
