@@ -29,6 +29,7 @@ fn validation(c: &mut Criterion) {
     let limits = ProduceLimits {
         max_message_bytes: 1 << 20,
         timestamps: None,
+        keys_required: false,
     };
     let mut g = c.benchmark_group("validate_batch");
     for (name, n, size, codec) in [

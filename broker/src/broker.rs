@@ -20,6 +20,7 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 const METADATA_FILE: &str = "runnel-metadata.json";
 const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 const LOG_START_FILE: &str = "log-start-offset-checkpoint";
+const CLEANER_OFFSET_FILE: &str = "cleaner-offset-checkpoint";
 const HIGH_WATERMARK_FILE: &str = "replication-offset-checkpoint";
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -113,6 +114,8 @@ pub struct Broker {
     pub groups: crate::group::coordinator::GroupCoordinator,
     /// The transaction coordinator.
     pub txns: crate::txn::TxnCoordinator,
+    /// Set when the broker starts shutting down: background work stops at its next step.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Broker {
@@ -133,6 +136,7 @@ impl Broker {
         };
         let recovery = checkpoint::read(&dir.join(RECOVERY_POINT_FILE)).unwrap_or_default();
         let starts = checkpoint::read(&dir.join(LOG_START_FILE)).unwrap_or_default();
+        let cleaned = checkpoint::read(&dir.join(CLEANER_OFFSET_FILE)).unwrap_or_default();
         let now = now_ms();
         let mut registry = Registry::default();
         for (name, rec) in &meta.topics {
@@ -145,7 +149,11 @@ impl Broker {
                     log_start_offset: starts.get(&key).copied().unwrap_or(0),
                 };
                 let pdir = partition_dir(&dir, name, p);
-                let (log, outcomes) = Log::open(&pdir, cfg.clone(), cps, clean, now)?;
+                let (mut log, outcomes) = Log::open(&pdir, cfg.clone(), cps, clean, now)?;
+                if let Some(c) = cleaned.get(&key) {
+                    let end = log.log_end_offset();
+                    log.set_cleaned_to((*c).min(end));
+                }
                 for o in outcomes.iter().filter(|o| o.truncated_bytes > 0) {
                     tracing::warn!(
                         topic = %name, partition = p, truncated = o.truncated_bytes,
@@ -176,6 +184,7 @@ impl Broker {
         let broker = Arc::new(Self {
             groups,
             txns,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             config,
             cluster_id,
             registry: RwLock::new(registry),
@@ -468,9 +477,13 @@ impl Broker {
     /// Writes the recovery-point, log-start and high-watermark checkpoint files.
     pub fn write_checkpoints(&self) -> std::io::Result<()> {
         let (mut rp, mut ls, mut hw) = (Offsets::new(), Offsets::new(), Offsets::new());
+        let mut cleaned = Offsets::new();
         for p in self.all_partitions() {
             let log = p.log();
             let key = (p.topic.clone(), p.index);
+            if log.config().compacted() {
+                cleaned.insert(key.clone(), log.first_dirty_offset());
+            }
             rp.insert(key.clone(), log.recovery_point());
             ls.insert(key.clone(), log.log_start_offset());
             hw.insert(key, log.log_end_offset());
@@ -478,6 +491,7 @@ impl Broker {
         let dir = self.config.log_dir();
         checkpoint::write(&dir.join(RECOVERY_POINT_FILE), &rp)?;
         checkpoint::write(&dir.join(LOG_START_FILE), &ls)?;
+        checkpoint::write(&dir.join(CLEANER_OFFSET_FILE), &cleaned)?;
         checkpoint::write(&dir.join(HIGH_WATERMARK_FILE), &hw)
     }
 
@@ -502,6 +516,75 @@ impl Broker {
         deleted
     }
 
+    /// One log cleaner pass: compacts every compacted log that is dirty enough (see
+    /// [`crate::log::cleaner`]). Returns the logs cleaned.
+    pub fn clean_logs(&self) -> usize {
+        let budget = self.config.log_cleaner_dedupe_buffer_size.max(1 << 20) as usize;
+        let mut cleaned = 0;
+        for p in self.all_partitions() {
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            match self.clean_log(&p, budget) {
+                Ok(true) => cleaned += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, "log cleaning failed: {e}")
+                }
+            }
+        }
+        cleaned
+    }
+
+    fn clean_log(&self, p: &Arc<Partition>, budget: usize) -> Result<bool, crate::log::LogError> {
+        use crate::log::cleaner;
+        let now = now_ms();
+        let Some(mut plan) = p.log().cleaning_plan(now) else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        let map = cleaner::build_offset_map(&mut plan, budget)?;
+        let (mut read, mut kept, mut before, mut after) = (0, 0, 0u64, 0u64);
+        for group in plan.groups() {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let (seg, stats) = cleaner::write_group(&plan, &map, &group, now)?;
+            let size = seg.size();
+            let mut log = p.log();
+            if self.stopping.load(Ordering::SeqCst) {
+                seg.discard_cleaned()?;
+                return Ok(false);
+            }
+            // Under the log's lock a deleted topic is already out of the registry, and
+            // no new topic of that name can have taken its directory.
+            let registered = self
+                .topic(&p.topic)
+                .and_then(|t| t.partitions.get(p.index as usize).cloned())
+                .is_some_and(|q| Arc::ptr_eq(&q, p));
+            if !registered {
+                seg.discard_cleaned()?;
+                return Ok(false);
+            }
+            if !log.install_cleaned(&group, seg)? {
+                // The log changed meanwhile (retention, DeleteRecords): next pass.
+                return Ok(false);
+            }
+            read += stats.records_read;
+            kept += stats.records_kept;
+            after += size;
+        }
+        before += plan.bytes();
+        p.log().set_cleaned_to(plan.first_uncleanable);
+        tracing::info!(
+            topic = %p.topic, partition = p.index, keys = map.len(),
+            records_read = read, records_kept = kept, bytes_before = before, bytes_after = after,
+            cleaned_to = plan.first_uncleanable, ms = started.elapsed().as_millis() as u64,
+            "cleaned log"
+        );
+        Ok(true)
+    }
+
     /// fsyncs logs whose `flush.ms` elapsed or that rolled a segment.
     pub async fn flush_due(&self) {
         for p in self.all_partitions() {
@@ -511,8 +594,14 @@ impl Broker {
         }
     }
 
+    /// Tells background work (the log cleaner) to stop at its next step.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
     /// Clean shutdown: fsync every log, write checkpoints and the clean-shutdown marker.
     pub fn shutdown(&self) -> std::io::Result<()> {
+        self.begin_stop();
         let now = now_ms();
         for p in self.all_partitions() {
             let mut log = p.log();

@@ -198,6 +198,12 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: i64,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: i64,
+    /// `log.cleaner.enable`: whether compacted topics are compacted.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: the pause between cleaner passes.
+    pub log_cleaner_backoff_ms: i64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for one pass's key map.
+    pub log_cleaner_dedupe_buffer_size: i64,
     /// `log.initial.task.delay.ms`: delay before the first retention run after start.
     pub log_initial_task_delay_ms: i64,
     /// `log.flush.offset.checkpoint.interval.ms`.
@@ -241,6 +247,9 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
             log_retention_check_interval_ms: 300_000,
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 134_217_728,
             log_initial_task_delay_ms: 30_000,
             log_flush_offset_checkpoint_interval_ms: 60_000,
             log_flush_scheduler_interval_ms: 1_000,
@@ -363,6 +372,33 @@ impl BrokerConfig {
                         at_least(key, val, parse_num(key, val)?, 0)?
                 }
                 "log.cleanup.policy" => c.topic_defaults.cleanup_policy = val.to_string(),
+                "log.cleaner.enable" => c.log_cleaner_enable = parse_bool(key, val)?,
+                "log.cleaner.backoff.ms" => {
+                    c.log_cleaner_backoff_ms = at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "log.cleaner.dedupe.buffer.size" => {
+                    c.log_cleaner_dedupe_buffer_size =
+                        at_least(key, val, parse_num(key, val)?, 1 << 20)?
+                }
+                "log.cleaner.delete.retention.ms" => {
+                    c.topic_defaults.delete_retention_ms =
+                        at_least(key, val, parse_num(key, val)?, 0)?
+                }
+                "log.cleaner.min.compaction.lag.ms" => {
+                    c.topic_defaults.min_compaction_lag_ms =
+                        at_least(key, val, parse_num(key, val)?, 0)?
+                }
+                "log.cleaner.max.compaction.lag.ms" => {
+                    c.topic_defaults.max_compaction_lag_ms =
+                        at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "log.cleaner.min.cleanable.ratio" => {
+                    c.topic_defaults.min_cleanable_dirty_ratio = parse_ratio(key, val)?
+                }
+                // One cleaner thread does all the work on a node this size.
+                "log.cleaner.threads" => {
+                    at_least(key, val, parse_num(key, val)?, 1)?;
+                }
                 "compression.type" => {
                     c.topic_defaults.compression_type = parse_compression_type(key, val)?
                 }
@@ -591,6 +627,31 @@ impl BrokerConfig {
                 d.message_timestamp_after_max_ms.to_string(),
             ),
             ("log.cleanup.policy", d.cleanup_policy.clone()),
+            ("log.cleaner.enable", self.log_cleaner_enable.to_string()),
+            (
+                "log.cleaner.backoff.ms",
+                self.log_cleaner_backoff_ms.to_string(),
+            ),
+            (
+                "log.cleaner.dedupe.buffer.size",
+                self.log_cleaner_dedupe_buffer_size.to_string(),
+            ),
+            (
+                "log.cleaner.delete.retention.ms",
+                d.delete_retention_ms.to_string(),
+            ),
+            (
+                "log.cleaner.min.compaction.lag.ms",
+                d.min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "log.cleaner.max.compaction.lag.ms",
+                d.max_compaction_lag_ms.to_string(),
+            ),
+            (
+                "log.cleaner.min.cleanable.ratio",
+                d.min_cleanable_dirty_ratio.to_string(),
+            ),
             ("compression.type", d.compression_type.clone()),
             ("min.insync.replicas", d.min_insync_replicas.to_string()),
         ];
@@ -678,6 +739,15 @@ pub struct TopicDefaults {
     pub compression_type: String,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i32,
+    /// `delete.retention.ms` (`log.cleaner.delete.retention.ms`): how long a tombstone
+    /// stays readable after its segment was cleaned.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms` (`log.cleaner.min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms` (`log.cleaner.max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio` (`log.cleaner.min.cleanable.ratio`).
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for TopicDefaults {
@@ -699,6 +769,10 @@ impl Default for TopicDefaults {
             cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
             min_insync_replicas: 1,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -775,9 +849,24 @@ pub struct TopicConfig {
     pub compression_type: String,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i32,
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl TopicConfig {
+    /// Whether the log cleaner compacts this topic (`cleanup.policy` has `compact`).
+    pub fn compacted(&self) -> bool {
+        self.cleanup_policy
+            .split(',')
+            .any(|p| p.trim() == "compact")
+    }
+
     /// Builds the effective config; fails on an unknown key or invalid value.
     pub fn new(
         defaults: &TopicDefaults,
@@ -799,6 +888,10 @@ impl TopicConfig {
             cleanup_policy: defaults.cleanup_policy.clone(),
             compression_type: defaults.compression_type.clone(),
             min_insync_replicas: defaults.min_insync_replicas,
+            delete_retention_ms: defaults.delete_retention_ms,
+            min_compaction_lag_ms: defaults.min_compaction_lag_ms,
+            max_compaction_lag_ms: defaults.max_compaction_lag_ms,
+            min_cleanable_dirty_ratio: defaults.min_cleanable_dirty_ratio,
         };
         for (k, v) in &overrides {
             let key = k.as_str();
@@ -843,23 +936,20 @@ impl TopicConfig {
                 "min.insync.replicas" => {
                     c.min_insync_replicas = at_least(key, val, parse_num(key, val)?, 1)? as i32
                 }
-                "segment.index.bytes"
-                | "delete.retention.ms"
-                | "file.delete.delay.ms"
-                | "max.compaction.lag.ms"
-                | "min.compaction.lag.ms"
-                | "segment.jitter.ms" => {
+                "delete.retention.ms" => {
+                    c.delete_retention_ms = at_least(key, val, parse_num(key, val)?, 0)?
+                }
+                "min.compaction.lag.ms" => {
+                    c.min_compaction_lag_ms = at_least(key, val, parse_num(key, val)?, 0)?
+                }
+                "max.compaction.lag.ms" => {
+                    c.max_compaction_lag_ms = at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "segment.index.bytes" | "file.delete.delay.ms" | "segment.jitter.ms" => {
                     at_least(key, val, parse_num(key, val)?, 0)?;
                 }
                 "min.cleanable.dirty.ratio" => {
-                    let r: f64 = parse_num(key, val)?;
-                    if !(0.0..=1.0).contains(&r) {
-                        return Err(ConfigError::InvalidValue {
-                            key: key.into(),
-                            value: val.into(),
-                            reason: "must be between 0 and 1".into(),
-                        });
-                    }
+                    c.min_cleanable_dirty_ratio = parse_ratio(key, val)?;
                 }
                 "preallocate" | "unclean.leader.election.enable" => {
                     parse_bool(key, val)?;
@@ -895,6 +985,10 @@ impl TopicConfig {
                     "cleanup.policy" => self.cleanup_policy.clone(),
                     "compression.type" => self.compression_type.clone(),
                     "min.insync.replicas" => self.min_insync_replicas.to_string(),
+                    "delete.retention.ms" => self.delete_retention_ms.to_string(),
+                    "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+                    "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+                    "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
                     other => self
                         .overrides
                         .get(other)
@@ -907,14 +1001,22 @@ impl TopicConfig {
     }
 }
 
+fn parse_ratio(key: &str, val: &str) -> Result<f64, ConfigError> {
+    let r: f64 = parse_num(key, val)?;
+    if !(0.0..=1.0).contains(&r) {
+        return Err(ConfigError::InvalidValue {
+            key: key.into(),
+            value: val.into(),
+            reason: "must be between 0 and 1".into(),
+        });
+    }
+    Ok(r)
+}
+
 fn default_only_value(key: &str) -> &'static str {
     match key {
         "segment.index.bytes" => "10485760",
-        "delete.retention.ms" => "86400000",
         "file.delete.delay.ms" => "60000",
-        "max.compaction.lag.ms" => "9223372036854775807",
-        "min.compaction.lag.ms" => "0",
-        "min.cleanable.dirty.ratio" => "0.5",
         "preallocate" => "false",
         "segment.jitter.ms" => "0",
         "unclean.leader.election.enable" => "false",

@@ -92,6 +92,7 @@ impl Partition {
             ProduceLimits {
                 max_message_bytes: cfg.max_message_bytes.max(0) as usize,
                 timestamps,
+                keys_required: cfg.compacted(),
             }
         };
         // Validation (CRC, decompression) runs before the lock is taken.
@@ -106,6 +107,7 @@ impl Partition {
         let limits = ProduceLimits {
             max_message_bytes: usize::MAX,
             timestamps: None,
+            keys_required: false,
         };
         let batches = batch::validate_produce_with(payload, &limits).map_err(LogError::Batch)?;
         self.log().append_unchecked(payload, &batches, now_ms)

@@ -51,6 +51,7 @@ impl RunningServer {
     /// Stops accepting, lets connections finish their current request, then shuts the
     /// broker down cleanly (flush, checkpoints, clean-shutdown marker).
     pub async fn shutdown(mut self) -> std::io::Result<()> {
+        self.broker.begin_stop();
         let _ = self.shutdown.send(true);
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
@@ -86,6 +87,9 @@ pub async fn start(broker: Arc<Broker>) -> std::io::Result<RunningServer> {
         tasks.spawn(accept_loop(listener, broker.clone(), rx.clone()));
     }
     tasks.spawn(maintenance(broker.clone(), rx.clone()));
+    if broker.config.log_cleaner_enable {
+        tasks.spawn(log_cleaner(broker.clone(), rx.clone()));
+    }
     Ok(RunningServer {
         local_addrs,
         shutdown: tx,
@@ -118,6 +122,20 @@ async fn accept_loop(
     }
     drop(listener);
     while conns.join_next().await.is_some() {}
+}
+
+/// The log cleaner: a pass every `log.cleaner.backoff.ms`, on a blocking thread of its
+/// own so that a long pass holds up neither retention nor the coordinators' timers.
+async fn log_cleaner(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let backoff = Duration::from_millis(broker.config.log_cleaner_backoff_ms as u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => break,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.clean_logs()).await;
+    }
 }
 
 /// Background work: retention, `flush.ms`, checkpoints.

@@ -405,12 +405,18 @@ async fn admin_manages_topics_configs_partitions_and_records() {
     );
 
     let p = producer(&b, &[]).await;
+    // The topic is compacted now: as in Kafka, its records need keys.
     for i in 0..10 {
-        p.send(ProducerRecord::new("adm").partition(0).value(i.to_string()))
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        p.send(
+            ProducerRecord::new("adm")
+                .partition(0)
+                .key(format!("k{i}"))
+                .value(i.to_string()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
     let tp = TopicPartition::new("adm", 0);
     let low = admin.delete_records(&[(tp.clone(), 4)]).await.unwrap();

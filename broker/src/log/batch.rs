@@ -185,6 +185,8 @@ pub struct RecordInfo {
     pub offset_delta: i32,
     /// Absolute timestamp.
     pub timestamp: i64,
+    /// Whether the key is not null.
+    pub has_key: bool,
 }
 
 // The record walk reads plain byte slices: `Bytes::split_to` per record would bump an
@@ -290,6 +292,7 @@ fn walk_records(
         rec = after;
         let ts_delta = get_varint(&mut rec)?;
         let offset_delta = get_varint(&mut rec)?;
+        let has_key = !rec.is_empty() && rec[0] != 0x01;
         skip_bytes_field(&mut rec, "key")?;
         skip_bytes_field(&mut rec, "value")?;
         let headers = get_varint(&mut rec)?;
@@ -314,6 +317,7 @@ fn walk_records(
             offset_delta: i32::try_from(offset_delta)
                 .map_err(|_| BatchError::Corrupt("offset delta out of range".into()))?,
             timestamp: h.base_timestamp.saturating_add(ts_delta),
+            has_key,
         })?;
     }
     if !body.is_empty() {
@@ -324,6 +328,151 @@ fn walk_records(
         )));
     }
     Ok(())
+}
+
+/// Where one record lies in a batch's (decompressed) records section, and what the
+/// log cleaner needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSpan {
+    /// The record's bytes, its length varint included: `section[start..end]`.
+    pub start: usize,
+    /// End of the record's bytes.
+    pub end: usize,
+    /// Where the record's body (after its length) starts.
+    pub body: usize,
+    /// Where what follows the timestamp delta starts.
+    pub after_timestamp: usize,
+    /// Offset delta from the batch's base offset.
+    pub offset_delta: i32,
+    /// Absolute timestamp (the batch's own for LogAppendTime is not applied here).
+    pub timestamp: i64,
+    /// The key's bytes, `None` for a null key.
+    pub key: Option<(usize, usize)>,
+    /// A null value: a tombstone.
+    pub tombstone: bool,
+}
+
+/// The records section of a stored batch, decompressed.
+pub fn decompressed_records(batch: &Bytes, h: &BatchHeader) -> Result<Bytes, BatchError> {
+    records_section(batch, h)
+}
+
+/// Splits a decompressed records section into records (see [`RecordSpan`]).
+pub fn record_spans(section: &[u8], h: &BatchHeader) -> Result<Vec<RecordSpan>, BatchError> {
+    let mut out = Vec::with_capacity(h.records_count.clamp(0, 1 << 16) as usize);
+    let mut body: &[u8] = section;
+    for _ in 0..h.records_count {
+        let start = section.len() - body.len();
+        let len = get_varint(&mut body)?;
+        if len < 0 || len as usize > body.len() {
+            return Err(BatchError::Corrupt(format!(
+                "record length {len} overruns the batch"
+            )));
+        }
+        let (rec, rest) = body.split_at(len as usize);
+        body = rest;
+        let end = section.len() - body.len();
+        let body_at = end - rec.len();
+        let Some((_, mut rec)) = rec.split_first() else {
+            return Err(BatchError::Corrupt("empty record".into()));
+        };
+        let ts_delta = get_varint(&mut rec)?;
+        let after_timestamp = end - rec.len();
+        let offset_delta = i32::try_from(get_varint(&mut rec)?)
+            .map_err(|_| BatchError::Corrupt("offset delta out of range".into()))?;
+        let at = |r: &[u8]| end - r.len();
+        let klen = get_varint(&mut rec)?;
+        let key = if klen < 0 {
+            None
+        } else if klen as usize > rec.len() {
+            return Err(BatchError::Corrupt("key overruns its record".into()));
+        } else {
+            let k = (at(rec), at(rec) + klen as usize);
+            rec = &rec[klen as usize..];
+            Some(k)
+        };
+        let vlen = get_varint(&mut rec)?;
+        out.push(RecordSpan {
+            start,
+            end,
+            body: body_at,
+            after_timestamp,
+            offset_delta,
+            timestamp: h.base_timestamp.saturating_add(ts_delta),
+            key,
+            tombstone: vlen < 0,
+        });
+    }
+    Ok(out)
+}
+
+/// Attribute bit of a batch whose base timestamp holds the time after which the log
+/// cleaner may drop its tombstones (KIP-534).
+pub const DELETE_HORIZON: i16 = 0x40;
+
+/// Writes a zig-zag varint.
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    while u >= 0x80 {
+        out.push((u as u8 & 0x7f) | 0x80);
+        u >>= 7;
+    }
+    out.push(u as u8);
+}
+
+/// A batch like `h` holding only `records` (whole encoded records, in order, taken from
+/// its records section), compressed with the batch's own codec. Offsets, sequence,
+/// producer and base timestamp stay as they were, so the records keep their offsets
+/// and the producer's state reads the same; `count` 0 gives the empty batch Kafka keeps
+/// for a producer's last write.
+pub fn rebuild_batch(h: &BatchHeader, records: &[u8], count: i32, max_timestamp: i64) -> Vec<u8> {
+    use bytes::BufMut;
+    use kafka_protocol::compression::Compressor;
+    let mut body = bytes::BytesMut::with_capacity(records.len() + HEADER_LEN);
+    let fill = |tmp: &mut bytes::BytesMut| {
+        tmp.put_slice(records);
+        Ok(())
+    };
+    let compressed = match h.compression() {
+        _ if count == 0 => Ok(()),
+        1 => Gzip::compress(&mut body, fill),
+        2 => Snappy::compress(&mut body, fill),
+        3 => Lz4::compress(&mut body, fill),
+        4 => Zstd::compress(&mut body, fill),
+        _ => {
+            body.put_slice(records);
+            Ok(())
+        }
+    };
+    let mut attributes = h.attributes;
+    if count == 0 {
+        // An empty batch has no records section to decompress.
+        attributes &= !0x07;
+    }
+    if compressed.is_err() {
+        // In-memory codecs do not fail; if one does, the records are kept uncompressed.
+        body.clear();
+        body.put_slice(records);
+        attributes &= !0x07;
+    }
+    let mut b = Vec::with_capacity(HEADER_LEN + body.len());
+    b.put_i64(h.base_offset);
+    b.put_i32((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32);
+    b.put_i32(h.partition_leader_epoch);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(attributes);
+    b.put_i32(h.last_offset_delta);
+    b.put_i64(h.base_timestamp);
+    b.put_i64(max_timestamp);
+    b.put_i64(h.producer_id);
+    b.put_i16(h.producer_epoch);
+    b.put_i32(h.base_sequence);
+    b.put_i32(count);
+    b.extend_from_slice(&body);
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
 }
 
 /// What validation learned about one produced batch.
@@ -342,6 +491,8 @@ pub struct ProduceLimits {
     pub max_message_bytes: usize,
     /// Accepted CreateTime range `[min, max]` (None: any, e.g. for LogAppendTime topics).
     pub timestamps: Option<(i64, i64)>,
+    /// Every record needs a key (a compacted topic).
+    pub keys_required: bool,
 }
 
 /// Validates a Produce payload with only a size limit.
@@ -354,6 +505,7 @@ pub fn validate_produce(
         &ProduceLimits {
             max_message_bytes,
             timestamps: None,
+            keys_required: false,
         },
     )
 }
@@ -414,7 +566,9 @@ pub fn validate_produce_with(
         let mut next = 0i32;
         let mut bad_delta: Option<BatchError> = None;
         let mut bad_timestamp: Option<BatchError> = None;
+        let mut keyless = false;
         walk_records(&batch, &header, |r| {
+            keyless |= limits.keys_required && !r.has_key;
             if r.offset_delta != next && bad_delta.is_none() {
                 bad_delta = Some(BatchError::Invalid(format!(
                     "record {next} has offset delta {}, expected {next}",
@@ -435,6 +589,11 @@ pub fn validate_produce_with(
         })?;
         if let Some(e) = bad_delta.or(bad_timestamp) {
             return Err(e);
+        }
+        if keyless {
+            return Err(BatchError::Invalid(
+                "Compacted topic cannot accept message without key".into(),
+            ));
         }
         if header.last_offset_delta != header.records_count - 1 {
             return Err(BatchError::Invalid(format!(
@@ -707,6 +866,7 @@ pub(crate) mod tests {
         let limits = |lo, hi| ProduceLimits {
             max_message_bytes: 1 << 20,
             timestamps: Some((lo, hi)),
+            keys_required: false,
         };
         assert!(validate_produce_with(&b, &limits(1_000, 1_002)).is_ok());
         assert!(matches!(
@@ -724,6 +884,7 @@ pub(crate) mod tests {
         let limits = ProduceLimits {
             max_message_bytes: 1 << 20,
             timestamps: Some((1_001, 5_000)),
+            keys_required: false,
         };
         // Record 0's timestamp (1,000) is out of range and two stray bytes follow the
         // last record (length and CRC fixed up): CORRUPT_MESSAGE, which clients retry.

@@ -45,6 +45,12 @@ struct EntryFile {
 }
 
 impl EntryFile {
+    fn rename(&mut self, to: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, to)?;
+        self.path = to.to_path_buf();
+        Ok(())
+    }
+
     fn open(path: &Path, width: u64, truncate: bool) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -321,6 +327,11 @@ impl OffsetIndex {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+
+    /// Renames the file (the log cleaner installing a cleaned segment).
+    pub fn rename(&mut self, to: &Path) -> io::Result<()> {
+        self.inner.rename(to)
+    }
 }
 
 /// `.timeindex`: timestamp → relative offset, timestamps increasing.
@@ -332,6 +343,16 @@ pub struct TimeIndex {
 }
 
 impl TimeIndex {
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Renames the file (the log cleaner installing a cleaned segment).
+    pub fn rename(&mut self, to: &Path) -> io::Result<()> {
+        self.inner.rename(to)
+    }
+
     /// Opens (or creates) the time index.
     pub fn open(path: &Path, base_offset: i64, truncate: bool) -> io::Result<Self> {
         let inner = EntryFile::open(path, TIME_ENTRY, truncate)?;

@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod index;
 pub mod producer_state;
 pub mod segment;
@@ -133,6 +134,8 @@ pub struct Log {
     producers: ProducerState,
     /// Files changed since the last [`Log::flush_all`] (appends, rolls, recovery).
     dirty: bool,
+    /// The log cleaner has compacted everything below this offset.
+    first_dirty: i64,
 }
 
 impl Log {
@@ -161,7 +164,8 @@ impl Log {
         let mut snapshots = Vec::new();
         for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with(".snapshot.tmp") {
+            // Files of a cleaning cut short by a crash or a stop.
+            if name.ends_with(".snapshot.tmp") || name.ends_with(segment::CLEANED) {
                 let _ = std::fs::remove_file(e.path());
                 continue;
             }
@@ -231,6 +235,7 @@ impl Log {
             producers: ProducerState::new(),
             // Recovery may have rewritten indexes and truncated files.
             dirty: !clean,
+            first_dirty: 0,
         };
         let first_base = log.segments.keys().next().copied().unwrap_or(0);
         let end = log.log_end_offset();
@@ -772,8 +777,9 @@ impl Log {
         let mut deleted = 0;
         let retention_ms = self.config.retention_ms;
         if retention_ms >= 0 {
+            // A segment the log cleaner emptied has nothing to keep.
             let expired = |s: &Segment| {
-                !s.is_empty() && s.max_timestamp() >= 0 && now_ms - s.max_timestamp() > retention_ms
+                s.is_empty() || s.max_timestamp() >= 0 && now_ms - s.max_timestamp() > retention_ms
             };
             if expired(self.active()) && self.segments.values().all(expired) {
                 self.roll(now_ms)?;

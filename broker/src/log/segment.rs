@@ -21,6 +21,9 @@ pub fn file_name(base_offset: i64, suffix: &str) -> String {
 /// at the tail read these, and finding their position then costs no read of the file.
 const RECENT_BATCHES: usize = 16;
 
+/// Suffix of the files of a segment the log cleaner is writing.
+pub const CLEANED: &str = ".cleaned";
+
 /// What recovery found in a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryOutcome {
@@ -66,6 +69,54 @@ impl Segment {
     /// Creates a new, empty, active segment.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
         let (log, idx, tidx) = Self::paths(dir, base_offset);
+        Self::create_at(base_offset, log, idx, tidx, now_ms)
+    }
+
+    /// Creates the segment the log cleaner writes: `<base>.log.cleaned` and its indexes
+    /// `.index.cleaned` and `.timeindex.cleaned`, which a restart deletes.
+    pub fn create_cleaned(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
+        let (log, idx, tidx) = Self::paths(dir, base_offset);
+        let cleaned = |p: PathBuf| PathBuf::from(format!("{}{CLEANED}", p.display()));
+        Self::create_at(
+            base_offset,
+            cleaned(log),
+            cleaned(idx),
+            cleaned(tidx),
+            now_ms,
+        )
+    }
+
+    /// Puts a segment made by [`Segment::create_cleaned`] (written, closed and synced) in
+    /// place of the segment with the same base offset. The old one's indexes go first,
+    /// then its log is replaced, then the new indexes are named: a crash at any point
+    /// leaves a log whose indexes are either its own or missing (and then rebuilt).
+    pub fn install_cleaned(&mut self) -> io::Result<()> {
+        let dir = self
+            .log_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let (log, idx, tidx) = Self::paths(&dir, self.base_offset);
+        for p in [&idx, &tidx] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        std::fs::rename(&self.log_path, &log)?;
+        self.log_path = log;
+        self.time_index.rename(&tidx)?;
+        self.index.rename(&idx)
+    }
+
+    fn create_at(
+        base_offset: i64,
+        log: PathBuf,
+        idx: PathBuf,
+        tidx: PathBuf,
+        now_ms: i64,
+    ) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -442,6 +493,23 @@ impl Segment {
         self.index.truncate_to_position(pos)?;
         self.time_index.truncate_to_offset(offset)?;
         self.next_offset = self.next_offset.min(offset);
+        Ok(())
+    }
+
+    /// Deletes the files a segment made by [`Segment::create_cleaned`] was writing
+    /// (the cleaning was given up).
+    pub fn discard_cleaned(self) -> io::Result<()> {
+        for p in [
+            self.log_path.as_path(),
+            self.index.path(),
+            self.time_index.path(),
+        ] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 

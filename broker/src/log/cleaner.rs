@@ -1,0 +1,910 @@
+//! The log cleaner: compaction of logs with `cleanup.policy=compact`.
+//!
+//! As in Kafka, a pass over one log has three steps. Under the log's lock,
+//! [`Log::cleaning_plan`] picks the rolled segments that may be cleaned: the active
+//! segment, segments at or past the last stable offset and segments younger than
+//! `min.compaction.lag.ms` are not, and nothing happens until the dirty share of the
+//! cleanable bytes reaches `min.cleanable.dirty.ratio` (or `max.compaction.lag.ms`
+//! passed). Without the lock, [`build_offset_map`] reads the dirty segments (those
+//! written since the last pass) into a map from key to the offset of its last record,
+//! and [`write_group`] copies groups of segments into new `.cleaned` files keeping only:
+//! - records whose key has no later record in the map,
+//! - tombstones (null values), until `delete.retention.ms` after the pass that first
+//!   kept them: as Kafka does since KIP-534, that pass writes the time in the batch's
+//!   base timestamp and sets its delete-horizon attribute, re-encoding the records'
+//!   timestamp deltas so that their timestamps stay the same,
+//! - transaction markers, and no record of an aborted transaction,
+//! - for a batch that loses every record, an empty batch if it is its producer's last
+//!   (the producer's sequence survives a restart that rebuilds state from the log).
+//!
+//! Records keep their offsets: a batch keeps its base offset and last offset delta and
+//! loses records from the middle. Under the lock again, [`Log::install_cleaned`] swaps
+//! a group for its cleaned copy if the group's segments are still the log's.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::segment::Segment;
+use super::{Log, LogError};
+
+/// A rolled segment as the plan saw it.
+#[derive(Debug, Clone)]
+pub struct SourceSegment {
+    /// Base offset.
+    pub base: i64,
+    file: Arc<File>,
+    size: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+}
+
+/// What one pass over a log will clean.
+#[derive(Debug)]
+pub struct CleaningPlan {
+    dir: PathBuf,
+    /// Rolled segments below `first_uncleanable`, oldest first.
+    segments: Vec<SourceSegment>,
+    /// Offsets from here on were written since the last pass.
+    pub first_dirty: i64,
+    /// Nothing at or past this offset is cleaned.
+    pub first_uncleanable: i64,
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
+    /// Producer id → last offset of its last batch.
+    producer_last: HashMap<i64, i64>,
+    /// The pass's clock.
+    now_ms: i64,
+    /// The delete horizon given to batches whose tombstones this pass keeps first.
+    delete_horizon_ms: i64,
+    index_interval: u64,
+    segment_bytes: u64,
+}
+
+impl CleaningPlan {
+    /// Bytes of the segments the pass reads.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    fn aborted(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && self.aborted.get(&h.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|(first, last)| *first <= h.base_offset && h.last_offset() <= *last)
+            })
+    }
+
+    /// The segments in groups to be rewritten as one each: consecutive, together at most
+    /// `segment.bytes` and spanning at most 2^31 offsets (the index holds 32-bit deltas).
+    pub fn groups(&self) -> Vec<Vec<SourceSegment>> {
+        let mut out: Vec<Vec<SourceSegment>> = Vec::new();
+        for s in &self.segments {
+            if let Some(g) = out.last_mut() {
+                let size: u64 = g.iter().map(|x| x.size).sum();
+                if size + s.size <= self.segment_bytes
+                    && s.next_offset - g[0].base <= i32::MAX as i64
+                {
+                    g.push(s.clone());
+                    continue;
+                }
+            }
+            out.push(vec![s.clone()]);
+        }
+        out
+    }
+}
+
+/// Key → offset of the key's last record in the dirty segments.
+#[derive(Debug, Default)]
+pub struct OffsetMap {
+    latest: HashMap<Box<[u8]>, i64>,
+    bytes: usize,
+}
+
+impl OffsetMap {
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    fn insert(&mut self, key: &[u8], offset: i64) {
+        if let Some(o) = self.latest.get_mut(key) {
+            *o = offset;
+        } else {
+            // The key, the offset and the table's own share of memory per entry.
+            self.bytes += key.len() + 48;
+            self.latest.insert(key.into(), offset);
+        }
+    }
+}
+
+/// Reads a segment's batches in order, a chunk at a time.
+struct Batches<'a> {
+    seg: &'a SourceSegment,
+    pos: u64,
+    chunk: Bytes,
+    chunk_pos: u64,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl<'a> Batches<'a> {
+    fn new(seg: &'a SourceSegment) -> Self {
+        Self {
+            seg,
+            pos: 0,
+            chunk: Bytes::new(),
+            chunk_pos: 0,
+        }
+    }
+
+    fn read(&mut self, len: usize) -> io::Result<()> {
+        let len = len.min((self.seg.size - self.pos) as usize);
+        let mut buf = vec![0u8; len];
+        self.seg.file.read_exact_at(&mut buf, self.pos)?;
+        self.chunk = Bytes::from(buf);
+        self.chunk_pos = self.pos;
+        Ok(())
+    }
+
+    /// The next whole batch, or `None` at the end (or at a torn tail, which the segment
+    /// cannot have once rolled; it is left as it is).
+    fn next_batch(&mut self) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
+        if self.pos + HEADER_LEN as u64 > self.seg.size {
+            return Ok(None);
+        }
+        let mut at = (self.pos - self.chunk_pos) as usize;
+        if self.pos < self.chunk_pos || at + HEADER_LEN > self.chunk.len() {
+            self.read(CHUNK)?;
+            at = 0;
+        }
+        let h = BatchHeader::parse(&self.chunk[at..])?;
+        let total = h.total_size();
+        if h.batch_length < (HEADER_LEN - batch::LOG_OVERHEAD) as i32
+            || self.pos + total as u64 > self.seg.size
+        {
+            return Ok(None);
+        }
+        if at + total > self.chunk.len() {
+            self.read(CHUNK.max(total))?;
+            at = 0;
+        }
+        let bytes = self.chunk.slice(at..at + total);
+        self.pos += total as u64;
+        Ok(Some((h, bytes)))
+    }
+}
+
+impl Log {
+    /// What a cleaner pass over this log would clean now, or `None` when the log is not
+    /// compacted or not dirty enough.
+    pub fn cleaning_plan(&self, now_ms: i64) -> Option<CleaningPlan> {
+        let cfg = &self.config;
+        if !cfg.compacted() {
+            return None;
+        }
+        let lso = self.last_stable_offset();
+        let lag_passed = |s: &Segment| {
+            s.max_timestamp() < 0
+                || now_ms.saturating_sub(s.max_timestamp()) >= cfg.min_compaction_lag_ms
+        };
+        let rolled = self.segments.len().saturating_sub(1);
+        let mut segments = Vec::new();
+        let mut first_uncleanable = None;
+        for (i, (base, seg)) in self.segments.iter().enumerate() {
+            if i >= rolled || seg.next_offset() > lso || !lag_passed(seg) {
+                first_uncleanable = Some(*base);
+                break;
+            }
+            segments.push(SourceSegment {
+                base: *base,
+                file: seg.file(),
+                size: seg.size(),
+                next_offset: seg.next_offset(),
+                max_timestamp: seg.max_timestamp(),
+            });
+        }
+        let first_uncleanable = first_uncleanable?;
+        let first = segments.first()?.base;
+        let first_dirty = self.first_dirty.max(first);
+        let (clean, dirty) = segments.iter().fold((0u64, 0u64), |(c, d), s| {
+            if s.base < first_dirty {
+                (c + s.size, d)
+            } else {
+                (c, d + s.size)
+            }
+        });
+        if dirty == 0 {
+            return None;
+        }
+        let ratio = dirty as f64 / (clean + dirty) as f64;
+        // Kafka measures the lag from the dirty section's earliest timestamp; segments
+        // keep only their latest, so the first dirty one's stands in for it.
+        let overdue = segments
+            .iter()
+            .find(|s| s.base >= first_dirty && s.max_timestamp >= 0)
+            .is_some_and(|s| now_ms.saturating_sub(s.max_timestamp) >= cfg.max_compaction_lag_ms);
+        if ratio < cfg.min_cleanable_dirty_ratio && !overdue {
+            return None;
+        }
+        let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for a in self.aborted_between(first, first_uncleanable) {
+            aborted
+                .entry(a.producer_id)
+                .or_default()
+                .push((a.first_offset, a.last_offset));
+        }
+        let producer_last = self
+            .producers
+            .producers()
+            .filter_map(|(pid, e)| e.batches.back().map(|b| (pid, b.last_offset)))
+            .collect();
+        Some(CleaningPlan {
+            dir: self.dir.clone(),
+            segments,
+            first_dirty,
+            first_uncleanable,
+            aborted,
+            producer_last,
+            now_ms,
+            delete_horizon_ms: now_ms.saturating_add(cfg.delete_retention_ms),
+            index_interval: cfg.index_interval_bytes.max(0) as u64,
+            segment_bytes: cfg.segment_bytes.max(1) as u64,
+        })
+    }
+
+    /// Replaces `group` (segments of a [`CleaningPlan`]) by `cleaned`, made by
+    /// [`write_group`]. Returns false, and deletes `cleaned`, if the log changed under the
+    /// cleaner: a segment of the group was deleted (retention, DeleteRecords) or replaced.
+    pub fn install_cleaned(
+        &mut self,
+        group: &[SourceSegment],
+        mut cleaned: Segment,
+    ) -> Result<bool, LogError> {
+        let active = self.active().base_offset;
+        let unchanged = group.iter().all(|s| {
+            s.base != active
+                && self
+                    .segments
+                    .get(&s.base)
+                    .is_some_and(|seg| Arc::ptr_eq(&seg.file(), &s.file))
+        });
+        if !unchanged || group.is_empty() {
+            cleaned.discard_cleaned()?;
+            return Ok(false);
+        }
+        let base = group[0].base;
+        // The aborted transactions of every segment of the group move to the one left:
+        // a clean start reads them from the `.txnindex` files.
+        let mut txn = Vec::new();
+        for s in group {
+            match std::fs::read(self.txn_index_path(s.base)) {
+                Ok(b) => txn.extend_from_slice(&b),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if group.len() > 1 && !txn.is_empty() {
+            let path = self.txn_index_path(base);
+            let tmp = path.with_extension("txnindex.cleaned");
+            std::fs::write(&tmp, &txn)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        cleaned.install_cleaned()?;
+        // The new segment is in place before the ones it replaces go: after a crash in
+        // between, opening the log drops the segments it overlaps.
+        File::open(&self.dir)?.sync_all()?;
+        for s in &group[1..] {
+            if let Some(old) = self.segments.remove(&s.base) {
+                old.delete()?;
+            }
+        }
+        self.segments.insert(base, cleaned);
+        self.dirty = true;
+        Ok(true)
+    }
+
+    /// Records that a pass cleaned everything below `offset`.
+    pub fn set_cleaned_to(&mut self, offset: i64) {
+        self.first_dirty = self.first_dirty.max(offset);
+    }
+
+    /// Where the next cleaner pass starts reading dirty segments.
+    pub fn first_dirty_offset(&self) -> i64 {
+        self.first_dirty.max(self.log_start_offset)
+    }
+}
+
+/// Builds the key map from the plan's dirty segments. If the keys outgrow `budget` bytes,
+/// the pass stops after the segment that filled it (at least one segment is read), and
+/// the plan shrinks to match, as Kafka's cleaner does when its dedupe buffer is full.
+pub fn build_offset_map(plan: &mut CleaningPlan, budget: usize) -> Result<OffsetMap, LogError> {
+    let mut map = OffsetMap::default();
+    let mut read_any = false;
+    let mut cut = None;
+    for (i, seg) in plan.segments.iter().enumerate() {
+        if seg.base < plan.first_dirty {
+            continue;
+        }
+        if read_any && map.bytes >= budget {
+            cut = Some(i);
+            break;
+        }
+        let mut it = Batches::new(seg);
+        while let Some((h, bytes)) = it.next_batch()? {
+            if h.is_control() || plan.aborted(&h) || h.records_count == 0 {
+                continue;
+            }
+            let section = batch::decompressed_records(&bytes, &h)?;
+            for r in batch::record_spans(&section, &h)? {
+                if let Some((ks, ke)) = r.key {
+                    map.insert(&section[ks..ke], h.base_offset + r.offset_delta as i64);
+                }
+            }
+        }
+        read_any = true;
+    }
+    if let Some(i) = cut {
+        plan.first_uncleanable = plan.segments[i].base;
+        plan.segments.truncate(i);
+    }
+    Ok(map)
+}
+
+/// What became of the records of one rewritten group.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Records read.
+    pub records_read: u64,
+    /// Records kept.
+    pub records_kept: u64,
+}
+
+/// Writes the cleaned copy of `group` (see the module's rules) as a `.cleaned` segment,
+/// closed and synced, ready for [`Log::install_cleaned`].
+pub fn write_group(
+    plan: &CleaningPlan,
+    map: &OffsetMap,
+    group: &[SourceSegment],
+    now_ms: i64,
+) -> Result<(Segment, GroupStats), LogError> {
+    let base = group.first().map_or(0, |s| s.base);
+    let mut out = Segment::create_cleaned(&plan.dir, base, now_ms)?;
+    match copy_group(plan, map, group, &mut out) {
+        Ok(stats) => {
+            out.close_active()?;
+            out.flush()?;
+            Ok((out, stats))
+        }
+        Err(e) => {
+            let _ = out.discard_cleaned();
+            Err(e)
+        }
+    }
+}
+
+fn copy_group(
+    plan: &CleaningPlan,
+    map: &OffsetMap,
+    group: &[SourceSegment],
+    out: &mut Segment,
+) -> Result<GroupStats, LogError> {
+    let mut stats = GroupStats::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut headers: Vec<BatchHeader> = Vec::new();
+    for seg in group {
+        let mut it = Batches::new(seg);
+        while let Some((h, bytes)) = it.next_batch()? {
+            let kept = if h.is_control() {
+                Some(bytes.to_vec())
+            } else {
+                stats.records_read += h.records_count.max(0) as u64;
+                retained(plan, map, &h, &bytes, &mut stats)?
+            };
+            if let Some(b) = kept {
+                headers.push(BatchHeader::parse(&b)?);
+                buf.extend_from_slice(&b);
+            }
+            if buf.len() >= CHUNK {
+                out.append(&buf, &headers, plan.index_interval)?;
+                buf.clear();
+                headers.clear();
+            }
+        }
+    }
+    if !buf.is_empty() {
+        out.append(&buf, &headers, plan.index_interval)?;
+    }
+    Ok(stats)
+}
+
+/// The batch as it is to be kept: itself, a rebuilt copy with fewer records, or nothing.
+fn retained(
+    plan: &CleaningPlan,
+    map: &OffsetMap,
+    h: &BatchHeader,
+    bytes: &Bytes,
+    stats: &mut GroupStats,
+) -> Result<Option<Vec<u8>>, LogError> {
+    let flagged = h.attributes & batch::DELETE_HORIZON != 0;
+    let drop_tombstones = flagged && h.base_timestamp <= plan.now_ms;
+    let mut kept = Vec::new();
+    let mut kept_count = 0i32;
+    let mut max_ts = -1i64;
+    let mut total = 0usize;
+    let mut header = *h;
+    if !plan.aborted(h) && h.records_count > 0 {
+        let section = batch::decompressed_records(bytes, h)?;
+        let spans = batch::record_spans(&section, h)?;
+        total = spans.len();
+        let keeps = |r: &batch::RecordSpan| {
+            let Some((ks, ke)) = r.key else { return false };
+            let offset = h.base_offset + r.offset_delta as i64;
+            let superseded = map
+                .latest
+                .get(&section[ks..ke])
+                .is_some_and(|latest| offset < *latest);
+            !(superseded || r.tombstone && drop_tombstones)
+        };
+        if !flagged && spans.iter().any(|r| r.tombstone && keeps(r)) {
+            // First pass to keep a tombstone of this batch: it may go after the horizon.
+            header.attributes |= batch::DELETE_HORIZON;
+            header.base_timestamp = plan.delete_horizon_ms;
+        }
+        let mut record = Vec::new();
+        for r in spans.iter().filter(|r| keeps(r)) {
+            if header.base_timestamp == h.base_timestamp {
+                kept.extend_from_slice(&section[r.start..r.end]);
+            } else {
+                record.clear();
+                record.push(section[r.body]);
+                batch::put_varint(&mut record, r.timestamp - header.base_timestamp);
+                record.extend_from_slice(&section[r.after_timestamp..r.end]);
+                batch::put_varint(&mut kept, record.len() as i64);
+                kept.extend_from_slice(&record);
+            }
+            kept_count += 1;
+            max_ts = max_ts.max(r.timestamp);
+        }
+    }
+    stats.records_kept += kept_count as u64;
+    let unchanged = header == *h;
+    if unchanged
+        && kept_count as usize == total
+        && total == h.records_count.max(0) as usize
+        && total > 0
+    {
+        return Ok(Some(bytes.to_vec()));
+    }
+    if h.is_log_append_time() || kept_count == 0 {
+        max_ts = h.max_timestamp;
+    }
+    if kept_count == 0 {
+        let last_of_producer =
+            h.producer_id >= 0 && plan.producer_last.get(&h.producer_id) == Some(&h.last_offset());
+        return Ok(last_of_producer.then(|| batch::rebuild_batch(h, &[], 0, max_ts)));
+    }
+    Ok(Some(batch::rebuild_batch(
+        &header, &kept, kept_count, max_ts,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TopicConfig, TopicDefaults};
+    use crate::log::LogCheckpoints;
+    use crate::log::batch::validate_produce;
+    use runnel_api::records::{BatchBuilder, Compression, decode_batches};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    fn config(overrides: &[(&str, &str)]) -> TopicConfig {
+        let mut map: BTreeMap<String, String> = [
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in overrides {
+            map.insert(k.to_string(), v.to_string());
+        }
+        TopicConfig::new(&TopicDefaults::default(), map).unwrap()
+    }
+
+    fn open(dir: &Path, cfg: TopicConfig, clean: bool) -> Log {
+        Log::open(dir, cfg, LogCheckpoints::default(), clean, 0)
+            .unwrap()
+            .0
+    }
+
+    type Rec<'a> = (&'a str, Option<&'a str>);
+
+    fn batch(recs: &[Rec], ts: i64, c: Compression, pid: i64, seq: i32, txn: bool) -> Bytes {
+        let mut b = BatchBuilder::new();
+        for (k, v) in recs {
+            b.append(ts, Some(k.as_bytes()), v.map(str::as_bytes), &[]);
+        }
+        b.build_with(c, pid, if pid >= 0 { 0 } else { -1 }, seq, txn)
+    }
+
+    fn append(log: &mut Log, recs: &[Rec], ts: i64, c: Compression) -> i64 {
+        let b = batch(recs, ts, c, -1, -1, false);
+        let v = validate_produce(&b, 1 << 20).unwrap();
+        log.append(&b, &v, ts).unwrap().first_offset
+    }
+
+    /// One cleaner pass as the broker runs it, the log held throughout.
+    fn clean(log: &mut Log, now: i64) -> bool {
+        let Some(mut plan) = log.cleaning_plan(now) else {
+            return false;
+        };
+        let map = build_offset_map(&mut plan, 1 << 30).unwrap();
+        for g in plan.groups() {
+            let (seg, _) = write_group(&plan, &map, &g, now).unwrap();
+            assert!(log.install_cleaned(&g, seg).unwrap());
+        }
+        log.set_cleaned_to(plan.first_uncleanable);
+        true
+    }
+
+    /// (offset, key, value) of every record from the log start.
+    fn contents(log: &Log) -> Vec<(i64, String, Option<String>)> {
+        let mut out = Vec::new();
+        let mut offset = log.log_start_offset();
+        while let Some(slice) = log.read(offset, 1 << 20, true).unwrap() {
+            let d = decode_batches(slice.read().unwrap(), true).unwrap();
+            for r in d.records.iter().filter(|r| r.offset >= offset) {
+                let s = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into());
+                out.push((r.offset, s(&r.key).unwrap_or_default(), s(&r.value)));
+            }
+            match d.next_offset {
+                Some(n) if n > offset => offset = n,
+                _ => break,
+            }
+        }
+        out
+    }
+
+    fn latest(c: &[(i64, String, Option<String>)]) -> BTreeMap<String, Option<String>> {
+        c.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    #[test]
+    fn compaction_keeps_each_keys_last_record_at_its_offset_under_every_codec() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = open(dir.path(), config(&[("segment.bytes", "400")]), true);
+            // Three rounds over ten keys, two keys per batch; the third round writes only
+            // the even keys, so the second round's batches lose one record of two.
+            for round in 0..3 {
+                for k in (0..10).step_by(2) {
+                    let (a, b) = (format!("k{k}"), format!("k{}", k + 1));
+                    let (va, vb) = (format!("r{round}"), format!("r{round}"));
+                    if round < 2 {
+                        append(&mut log, &[(&a, Some(&va)), (&b, Some(&vb))], 1_000, c);
+                    } else {
+                        append(&mut log, &[(&a, Some(&va))], 1_000, c);
+                    }
+                }
+            }
+            log.roll(1_000).unwrap();
+            // Written in small segments, cleaned into larger ones.
+            log.set_config(config(&[("segment.bytes", "100000")]));
+            let before = contents(&log);
+            assert_eq!(before.len(), 25);
+            let want = latest(&before);
+            let segments = log.segment_count();
+            assert!(clean(&mut log, 2_000), "{c:?}");
+            let after = contents(&log);
+            assert_eq!(latest(&after), want, "{c:?}");
+            assert_eq!(after.len(), 10, "{c:?}: one record per key: {after:?}");
+            for (offset, k, _) in &after {
+                // Every kept record has the offset it had: the last one of its key.
+                let last = before.iter().rev().find(|(_, kk, _)| kk == k).unwrap().0;
+                assert_eq!(*offset, last, "{c:?} {k}");
+            }
+            assert!(log.segment_count() < segments, "{c:?}: segments merge");
+            assert!(!clean(&mut log, 2_500), "nothing dirty is left");
+            assert_eq!(log.log_end_offset(), 25);
+            // The same after a clean and an unclean restart.
+            for clean_start in [true, false] {
+                log.flush_all(3_000).unwrap();
+                drop(log);
+                log = open(
+                    dir.path(),
+                    config(&[("segment.bytes", "100000")]),
+                    clean_start,
+                );
+                assert_eq!(contents(&log), after, "{c:?} clean start {clean_start}");
+                assert_eq!(log.log_end_offset(), 25);
+            }
+            // A log opened without the broker's cleaner checkpoint is all dirty; cleaning
+            // it again changes nothing.
+            assert!(clean(&mut log, 4_000));
+            assert_eq!(contents(&log), after, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn tombstones_stay_for_delete_retention_after_the_pass_that_kept_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[("delete.retention.ms", "10000")]);
+        let mut log = open(dir.path(), cfg, true);
+        append(
+            &mut log,
+            &[("a", Some("1")), ("b", Some("1"))],
+            1_000,
+            Compression::None,
+        );
+        append(
+            &mut log,
+            &[("b", Some("2")), ("a", None)],
+            1_500,
+            Compression::Lz4,
+        );
+        log.roll(1_000).unwrap();
+        assert!(clean(&mut log, 2_000));
+        assert_eq!(
+            contents(&log),
+            vec![(2, "b".into(), Some("2".into())), (3, "a".into(), None)],
+            "the tombstone replaced a's value and stays for consumers to see"
+        );
+        // The pass gave the tombstone's batch the delete horizon 2,000 + 10,000 in its
+        // base timestamp; the records' own timestamps did not change.
+        let slice = log.read(2, 1 << 20, true).unwrap().unwrap();
+        let bytes = slice.read().unwrap();
+        let h = BatchHeader::parse(&bytes).unwrap();
+        assert_eq!(h.attributes & batch::DELETE_HORIZON, batch::DELETE_HORIZON);
+        assert_eq!(h.base_timestamp, 12_000);
+        let d = decode_batches(bytes, true).unwrap();
+        assert!(
+            d.records.iter().all(|r| r.timestamp == 1_500),
+            "{:?}",
+            d.records
+        );
+        assert_eq!(log.offset_for_timestamp(1_200).unwrap(), Some((2, 1_500)));
+        // A later pass before the horizon keeps it; one after drops it.
+        append(&mut log, &[("c", Some("1"))], 5_000, Compression::None);
+        log.roll(5_000).unwrap();
+        assert!(clean(&mut log, 11_999));
+        assert!(
+            contents(&log)
+                .iter()
+                .any(|(_, k, v)| k == "a" && v.is_none())
+        );
+        append(&mut log, &[("d", Some("1"))], 12_000, Compression::None);
+        log.roll(12_000).unwrap();
+        assert!(clean(&mut log, 12_000));
+        let keys: Vec<String> = contents(&log).into_iter().map(|(_, k, _)| k).collect();
+        assert_eq!(keys, ["b", "c", "d"], "the tombstone is gone");
+    }
+
+    #[test]
+    fn aborted_records_are_dropped_and_never_hide_a_committed_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), config(&[]), true);
+        append(
+            &mut log,
+            &[("k", Some("committed"))],
+            1_000,
+            Compression::None,
+        );
+        let b = batch(
+            &[("k", Some("aborted"))],
+            1_000,
+            Compression::Gzip,
+            5,
+            0,
+            true,
+        );
+        let v = validate_produce(&b, 1 << 20).unwrap();
+        log.append(&b, &v, 1_000).unwrap();
+        let marker = log.append_marker(5, 0, false, 0, 1_000).unwrap();
+        log.roll(1_000).unwrap();
+        assert_eq!(log.last_stable_offset(), 3);
+        assert!(clean(&mut log, 2_000));
+        // The committed value stays (the aborted record is not in the key map) and the
+        // aborted record is gone; the marker stays for read_committed consumers.
+        assert_eq!(
+            contents(&log),
+            vec![(0, "k".into(), Some("committed".into()))]
+        );
+        let slice = log.read(1, 1 << 20, true).unwrap().unwrap();
+        let d = decode_batches(slice.read().unwrap(), true).unwrap();
+        assert_eq!(d.next_offset, Some(marker + 1), "the marker batch is kept");
+    }
+
+    #[test]
+    fn an_open_transaction_and_the_compaction_lag_hold_segments_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(
+            dir.path(),
+            config(&[("min.compaction.lag.ms", "5000")]),
+            true,
+        );
+        append(&mut log, &[("k", Some("1"))], 1_000, Compression::None);
+        append(&mut log, &[("k", Some("2"))], 1_000, Compression::None);
+        log.roll(1_000).unwrap();
+        assert!(log.cleaning_plan(3_000).is_none(), "younger than the lag");
+        let b = batch(&[("k", Some("open"))], 7_000, Compression::None, 9, 0, true);
+        let v = validate_produce(&b, 1 << 20).unwrap();
+        log.append(&b, &v, 7_000).unwrap();
+        log.roll(7_000).unwrap();
+        let plan = log.cleaning_plan(7_000).unwrap();
+        assert_eq!(
+            plan.first_uncleanable, 2,
+            "the open transaction's segment waits"
+        );
+        assert!(clean(&mut log, 7_000));
+        let c = contents(&log);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[0], (1, "k".into(), Some("2".into())));
+        assert_eq!(
+            c[1].0, 2,
+            "the open transaction's record is not compacted away"
+        );
+    }
+
+    #[test]
+    fn a_producers_last_batch_stays_as_an_empty_batch_with_its_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), config(&[]), true);
+        for seq in 0..2 {
+            let b = batch(&[("k", Some("p"))], 1_000, Compression::None, 7, seq, false);
+            let v = validate_produce(&b, 1 << 20).unwrap();
+            log.append(&b, &v, 1_000).unwrap();
+        }
+        append(&mut log, &[("k", Some("other"))], 1_000, Compression::None);
+        log.roll(1_000).unwrap();
+        assert!(clean(&mut log, 2_000));
+        assert_eq!(contents(&log), vec![(2, "k".into(), Some("other".into()))]);
+        // The first batch of producer 7 is gone; its last stays, empty, so a restart that
+        // replays the log still knows the producer's last sequence.
+        let slice = log.read(0, 1 << 20, true).unwrap().unwrap();
+        let bytes = slice.read().unwrap();
+        let h = BatchHeader::parse(&bytes).unwrap();
+        assert_eq!((h.base_offset, h.records_count, h.producer_id), (1, 0, 7));
+        assert_eq!(h.base_sequence, 1);
+        batch::check_batch(&bytes[..h.total_size()]).unwrap();
+        log.flush_all(3_000).unwrap();
+        drop(log);
+        let log = open(dir.path(), config(&[]), false);
+        let p = log.producer_state().producer(7).unwrap();
+        assert_eq!(p.batches.back().unwrap().last_seq, 1);
+    }
+
+    #[test]
+    fn install_gives_up_when_the_log_changed_under_the_cleaner() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), config(&[("segment.bytes", "200")]), true);
+        for i in 0..6 {
+            append(
+                &mut log,
+                &[("k", Some(&i.to_string()))],
+                1_000,
+                Compression::None,
+            );
+        }
+        log.roll(1_000).unwrap();
+        let mut plan = log.cleaning_plan(2_000).unwrap();
+        let map = build_offset_map(&mut plan, 1 << 30).unwrap();
+        let group = plan.groups().remove(0);
+        let (seg, _) = write_group(&plan, &map, &group, 2_000).unwrap();
+        // DeleteRecords dropped the group's first segment meanwhile.
+        log.delete_records_before(log.segment_bases()[1]).unwrap();
+        let before = contents(&log);
+        assert!(!log.install_cleaned(&group, seg).unwrap());
+        assert_eq!(contents(&log), before);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cleaned"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_crash_in_the_middle_of_a_swap_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = || config(&[("segment.bytes", "100000")]);
+        let mut log = open(dir.path(), config(&[("segment.bytes", "150")]), true);
+        for i in 0..6 {
+            let v = i.to_string();
+            append(
+                &mut log,
+                &[("k", Some(&v)), (&format!("u{i}"), Some(&v))],
+                1_000,
+                Compression::None,
+            );
+        }
+        log.roll(1_000).unwrap();
+        // Small segments written, a group of several cleaned.
+        log.set_config(config(&[("segment.bytes", "100000")]));
+        let want = latest(&contents(&log));
+        let mut plan = log.cleaning_plan(2_000).unwrap();
+        let map = build_offset_map(&mut plan, 1 << 30).unwrap();
+        let group = plan.groups().remove(0);
+        assert!(group.len() > 1, "{group:?}");
+        // A crash after the cleaned copy was written but before the swap: the copy is
+        // removed at the next start and the log is as it was.
+        let (seg, _) = write_group(&plan, &map, &group, 2_000).unwrap();
+        std::mem::forget(seg);
+        log.flush_all(2_000).unwrap();
+        let old: Vec<(PathBuf, Vec<u8>)> = group[1..]
+            .iter()
+            .map(|s| {
+                let p = dir
+                    .path()
+                    .join(super::super::segment::file_name(s.base, ".log"));
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        drop(log);
+        let mut log = open(dir.path(), cfg(), false);
+        assert_eq!(latest(&contents(&log)), want);
+        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".cleaned")
+        }));
+        // A crash after the cleaned log replaced the first segment but before the others
+        // were deleted (put back here): the start drops those the new one overlaps.
+        assert!(clean(&mut log, 2_000));
+        let cleaned = contents(&log);
+        log.flush_all(2_000).unwrap();
+        drop(log);
+        for (p, b) in &old {
+            std::fs::write(p, b).unwrap();
+        }
+        let log = open(dir.path(), cfg(), false);
+        let c = contents(&log);
+        assert_eq!(latest(&c), want);
+        assert_eq!(c, cleaned, "the overlapped segments are dropped");
+    }
+
+    #[test]
+    fn a_full_key_map_stops_the_pass_after_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), config(&[("segment.bytes", "300")]), true);
+        for i in 0..12 {
+            let k = format!("key-{i}");
+            append(
+                &mut log,
+                &[(&k, Some("v")), (&k, Some("w"))],
+                1_000,
+                Compression::None,
+            );
+        }
+        log.roll(1_000).unwrap();
+        let mut plan = log.cleaning_plan(2_000).unwrap();
+        let bases = log.segment_bases();
+        assert!(bases.len() > 3);
+        build_offset_map(&mut plan, 1).unwrap();
+        assert_eq!(
+            plan.first_uncleanable, bases[1],
+            "one segment's keys, then stop"
+        );
+    }
+}
