@@ -545,24 +545,22 @@ impl Broker {
         let started = std::time::Instant::now();
         let map = cleaner::build_offset_map(&mut plan, budget)?;
         let (mut read, mut kept, mut before, mut after) = (0, 0, 0u64, 0u64);
+        let mut horizon: Option<i64> = None;
+        // Under the log's lock a deleted topic is already out of the registry, and no
+        // new topic of that name can have taken its directory.
+        let registered = || {
+            self.topic(&p.topic)
+                .and_then(|t| t.partitions.get(p.index as usize).cloned())
+                .is_some_and(|q| Arc::ptr_eq(&q, p))
+        };
         for group in plan.groups() {
-            if self.stopping.load(Ordering::SeqCst) {
+            if self.stopping.load(Ordering::SeqCst) || !registered() {
                 return Ok(false);
             }
-            let (seg, stats) = cleaner::write_group(&plan, &map, &group, now)?;
+            let (seg, stats) = cleaner::write_group(&mut plan, &map, &group, now)?;
             let size = seg.size();
             let mut log = p.log();
-            if self.stopping.load(Ordering::SeqCst) {
-                seg.discard_cleaned()?;
-                return Ok(false);
-            }
-            // Under the log's lock a deleted topic is already out of the registry, and
-            // no new topic of that name can have taken its directory.
-            let registered = self
-                .topic(&p.topic)
-                .and_then(|t| t.partitions.get(p.index as usize).cloned())
-                .is_some_and(|q| Arc::ptr_eq(&q, p));
-            if !registered {
+            if self.stopping.load(Ordering::SeqCst) || !registered() {
                 seg.discard_cleaned()?;
                 return Ok(false);
             }
@@ -573,9 +571,13 @@ impl Broker {
             read += stats.records_read;
             kept += stats.records_kept;
             after += size;
+            horizon = cleaner::earlier(horizon, stats.delete_horizon_ms);
         }
         before += plan.bytes();
-        p.log().set_cleaned_to(plan.first_uncleanable);
+        let mut log = p.log();
+        log.set_cleaned_to(plan.first_uncleanable);
+        log.set_delete_horizon(horizon);
+        drop(log);
         tracing::info!(
             topic = %p.topic, partition = p.index, keys = map.len(),
             records_read = read, records_kept = kept, bytes_before = before, bytes_after = after,

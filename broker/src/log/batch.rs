@@ -117,12 +117,12 @@ impl BatchHeader {
 
     /// Whether the batch belongs to a transaction.
     pub fn is_transactional(&self) -> bool {
-        self.attributes & 0x10 != 0
+        self.attributes & TRANSACTIONAL != 0
     }
 
     /// Whether this is a control batch (transaction marker).
     pub fn is_control(&self) -> bool {
-        self.attributes & 0x20 != 0
+        self.attributes & CONTROL != 0
     }
 }
 
@@ -406,6 +406,12 @@ pub fn record_spans(section: &[u8], h: &BatchHeader) -> Result<Vec<RecordSpan>, 
     Ok(out)
 }
 
+/// Attribute bit of a batch of a transaction.
+pub const TRANSACTIONAL: i16 = 0x10;
+
+/// Attribute bit of a control batch (a transaction marker).
+pub const CONTROL: i16 = 0x20;
+
 /// Attribute bit of a batch whose base timestamp holds the time after which the log
 /// cleaner may drop its tombstones (KIP-534).
 pub const DELETE_HORIZON: i16 = 0x40;
@@ -635,7 +641,8 @@ pub fn crc_of(batch: &[u8]) -> u32 {
 
 /// Marks a built batch transactional (attribute bit 4) and recomputes its CRC.
 pub fn set_transactional(batch: &mut [u8]) {
-    let attrs = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]]) | 0x10;
+    let attrs = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]])
+        | TRANSACTIONAL;
     batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attrs.to_be_bytes());
     let crc = compute_crc(batch);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());

@@ -13,9 +13,14 @@
 //!   kept them: as Kafka does since KIP-534, that pass writes the time in the batch's
 //!   base timestamp and sets its delete-horizon attribute, re-encoding the records'
 //!   timestamp deltas so that their timestamps stay the same,
-//! - transaction markers, and no record of an aborted transaction,
+//! - no record of an aborted transaction; abort markers; commit markers until
+//!   `delete.retention.ms` after the first pass that found no data of their transaction
+//!   left (the same delete horizon as tombstones),
 //! - for a batch that loses every record, an empty batch if it is its producer's last
-//!   (the producer's sequence survives a restart that rebuilds state from the log).
+//!   (the producer's sequence survives a restart that rebuilds state from the log), or
+//!   if it is the group's last (an empty batch of no producer: the copy ends where the
+//!   group did, which is how opening the log after a crash tells the copy's old
+//!   segments from the ones after it).
 //!
 //! Records keep their offsets: a batch keeps its base offset and last offset delta and
 //! loses records from the middle. Under the lock again, [`Log::install_cleaned`] swaps
@@ -58,6 +63,9 @@ pub struct CleaningPlan {
     aborted: HashMap<i64, Vec<(i64, i64)>>,
     /// Producer id → last offset of its last batch.
     producer_last: HashMap<i64, i64>,
+    /// Producer id → whether the pass kept a data batch of the transaction it is in at
+    /// the point the pass has reached (the groups are written in order).
+    txn_kept_data: HashMap<i64, bool>,
     /// The pass's clock.
     now_ms: i64,
     /// The delete horizon given to batches whose tombstones this pass keeps first.
@@ -159,11 +167,24 @@ impl<'a> Batches<'a> {
         Ok(())
     }
 
-    /// The next whole batch, or `None` at the end (or at a torn tail, which the segment
-    /// cannot have once rolled; it is left as it is).
+    /// The next whole batch, checked (CRC included), or `None` at the end. A rolled
+    /// segment holds only whole batches; anything else is an error, and the pass stops
+    /// without writing a copy that would lose what follows the damage.
     fn next_batch(&mut self) -> Result<Option<(BatchHeader, Bytes)>, LogError> {
-        if self.pos + HEADER_LEN as u64 > self.seg.size {
+        if self.pos == self.seg.size {
             return Ok(None);
+        }
+        let (base, pos) = (self.seg.base, self.pos);
+        let corrupt = move |what: String| {
+            LogError::Batch(batch::BatchError::Corrupt(format!(
+                "segment {base} at byte {pos}: {what}"
+            )))
+        };
+        if self.pos + HEADER_LEN as u64 > self.seg.size {
+            return Err(corrupt(format!(
+                "{} trailing bytes are not a batch",
+                self.seg.size - self.pos
+            )));
         }
         let mut at = (self.pos - self.chunk_pos) as usize;
         if self.pos < self.chunk_pos || at + HEADER_LEN > self.chunk.len() {
@@ -175,13 +196,17 @@ impl<'a> Batches<'a> {
         if h.batch_length < (HEADER_LEN - batch::LOG_OVERHEAD) as i32
             || self.pos + total as u64 > self.seg.size
         {
-            return Ok(None);
+            return Err(corrupt(format!(
+                "batch length {} does not fit the segment",
+                h.batch_length
+            )));
         }
         if at + total > self.chunk.len() {
             self.read(CHUNK.max(total))?;
             at = 0;
         }
         let bytes = self.chunk.slice(at..at + total);
+        batch::check_batch(&bytes).map_err(|e| corrupt(e.to_string()))?;
         self.pos += total as u64;
         Ok(Some((h, bytes)))
     }
@@ -218,25 +243,30 @@ impl Log {
         }
         let first_uncleanable = first_uncleanable?;
         let first = segments.first()?.base;
-        let first_dirty = self.first_dirty.max(first);
+        let first_dirty = self.first_dirty;
+        // A segment is clean when all of it is below the first dirty offset.
+        let is_dirty = |s: &SourceSegment| s.next_offset > first_dirty;
         let (clean, dirty) = segments.iter().fold((0u64, 0u64), |(c, d), s| {
-            if s.base < first_dirty {
-                (c + s.size, d)
-            } else {
+            if is_dirty(s) {
                 (c, d + s.size)
+            } else {
+                (c + s.size, d)
             }
         });
-        if dirty == 0 {
+        // Tombstones and markers past their delete horizon make a log worth a pass even
+        // when nothing was written since the last one.
+        let horizon_passed = self.delete_horizon_ms.is_some_and(|h| h <= now_ms);
+        if dirty == 0 && !horizon_passed {
             return None;
         }
-        let ratio = dirty as f64 / (clean + dirty) as f64;
+        let ratio = dirty as f64 / (clean + dirty).max(1) as f64;
         // Kafka measures the lag from the dirty section's earliest timestamp; segments
         // keep only their latest, so the first dirty one's stands in for it.
         let overdue = segments
             .iter()
-            .find(|s| s.base >= first_dirty && s.max_timestamp >= 0)
+            .find(|s| is_dirty(s) && s.max_timestamp >= 0)
             .is_some_and(|s| now_ms.saturating_sub(s.max_timestamp) >= cfg.max_compaction_lag_ms);
-        if ratio < cfg.min_cleanable_dirty_ratio && !overdue {
+        if ratio < cfg.min_cleanable_dirty_ratio && !overdue && !horizon_passed {
             return None;
         }
         let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
@@ -258,6 +288,7 @@ impl Log {
             first_uncleanable,
             aborted,
             producer_last,
+            txn_kept_data: HashMap::new(),
             now_ms,
             delete_horizon_ms: now_ms.saturating_add(cfg.delete_retention_ms),
             index_interval: cfg.index_interval_bytes.max(0) as u64,
@@ -302,16 +333,31 @@ impl Log {
             std::fs::write(&tmp, &txn)?;
             std::fs::rename(&tmp, &path)?;
         }
-        cleaned.install_cleaned()?;
-        // The new segment is in place before the ones it replaces go: after a crash in
-        // between, opening the log drops the segments it overlaps.
-        File::open(&self.dir)?.sync_all()?;
-        for s in &group[1..] {
-            if let Some(old) = self.segments.remove(&s.base) {
-                old.delete()?;
-            }
+        // Once the copy's log has its name it is the segment, whatever else fails: the
+        // map follows the disk.
+        if let Err(e) = cleaned.install_cleaned_log() {
+            let _ = cleaned.discard_cleaned();
+            return Err(e.into());
+        }
+        if let Err(e) = cleaned.install_cleaned_indexes() {
+            tracing::warn!(dir = %self.dir.display(), segment = base, "cleaned indexes not installed (rebuilt at the next start): {e}");
+        }
+        // The copy is in place before the segments it replaces go: after a crash in
+        // between, opening the log drops the segments it overlaps. If the directory
+        // cannot be synced their files stay, for that start to drop.
+        let synced = File::open(&self.dir).and_then(|d| d.sync_all());
+        if let Err(e) = &synced {
+            tracing::warn!(dir = %self.dir.display(), "directory sync failed; the cleaned segments' files stay: {e}");
         }
         self.segments.insert(base, cleaned);
+        for s in &group[1..] {
+            if let Some(old) = self.segments.remove(&s.base)
+                && synced.is_ok()
+                && let Err(e) = old.delete()
+            {
+                tracing::warn!(dir = %self.dir.display(), segment = s.base, "deleting a cleaned segment failed: {e}");
+            }
+        }
         self.dirty = true;
         Ok(true)
     }
@@ -321,29 +367,37 @@ impl Log {
         self.first_dirty = self.first_dirty.max(offset);
     }
 
+    /// Records the earliest delete horizon of the tombstones a whole pass kept: once it
+    /// passes, the log is cleaned again even if nothing was written to it.
+    pub fn set_delete_horizon(&mut self, horizon_ms: Option<i64>) {
+        self.delete_horizon_ms = horizon_ms;
+    }
+
     /// Where the next cleaner pass starts reading dirty segments.
     pub fn first_dirty_offset(&self) -> i64 {
-        self.first_dirty.max(self.log_start_offset)
+        self.first_dirty
     }
 }
 
-/// Builds the key map from the plan's dirty segments. If the keys outgrow `budget` bytes,
-/// the pass stops after the segment that filled it (at least one segment is read), and
-/// the plan shrinks to match, as Kafka's cleaner does when its dedupe buffer is full.
+/// Builds the key map from the plan's dirty segments. If the keys outgrow `budget` bytes
+/// in a segment after the first dirty one, the pass stops before that segment and the
+/// plan shrinks to match, as Kafka's cleaner does when its dedupe buffer is full. (The
+/// keys the map took from that segment may stay: their records are later ones that the
+/// pass leaves in place.) The first dirty segment is read whole whatever it takes.
 pub fn build_offset_map(plan: &mut CleaningPlan, budget: usize) -> Result<OffsetMap, LogError> {
     let mut map = OffsetMap::default();
     let mut read_any = false;
     let mut cut = None;
-    for (i, seg) in plan.segments.iter().enumerate() {
-        if seg.base < plan.first_dirty {
+    'segments: for (i, seg) in plan.segments.iter().enumerate() {
+        if seg.next_offset <= plan.first_dirty {
             continue;
-        }
-        if read_any && map.bytes >= budget {
-            cut = Some(i);
-            break;
         }
         let mut it = Batches::new(seg);
         while let Some((h, bytes)) = it.next_batch()? {
+            if read_any && map.bytes >= budget {
+                cut = Some(i);
+                break 'segments;
+            }
             if h.is_control() || plan.aborted(&h) || h.records_count == 0 {
                 continue;
             }
@@ -353,6 +407,12 @@ pub fn build_offset_map(plan: &mut CleaningPlan, budget: usize) -> Result<Offset
                     map.insert(&section[ks..ke], h.base_offset + r.offset_delta as i64);
                 }
             }
+        }
+        if !read_any && map.bytes > budget {
+            tracing::warn!(
+                dir = %plan.dir.display(), segment = seg.base, bytes = map.bytes, budget,
+                "the keys of one segment outgrew log.cleaner.dedupe.buffer.size"
+            );
         }
         read_any = true;
     }
@@ -370,12 +430,22 @@ pub struct GroupStats {
     pub records_read: u64,
     /// Records kept.
     pub records_kept: u64,
+    /// The earliest delete horizon of the tombstones kept, when some are.
+    pub delete_horizon_ms: Option<i64>,
+}
+
+/// The earlier of two delete horizons, either of which may be unknown.
+pub fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Writes the cleaned copy of `group` (see the module's rules) as a `.cleaned` segment,
 /// closed and synced, ready for [`Log::install_cleaned`].
 pub fn write_group(
-    plan: &CleaningPlan,
+    plan: &mut CleaningPlan,
     map: &OffsetMap,
     group: &[SourceSegment],
     now_ms: i64,
@@ -396,7 +466,7 @@ pub fn write_group(
 }
 
 fn copy_group(
-    plan: &CleaningPlan,
+    plan: &mut CleaningPlan,
     map: &OffsetMap,
     group: &[SourceSegment],
     out: &mut Segment,
@@ -404,15 +474,22 @@ fn copy_group(
     let mut stats = GroupStats::default();
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut headers: Vec<BatchHeader> = Vec::new();
+    // The group's last batch, if it was dropped.
+    let mut dropped_last = None;
     for seg in group {
         let mut it = Batches::new(seg);
         while let Some((h, bytes)) = it.next_batch()? {
             let kept = if h.is_control() {
-                Some(bytes.to_vec())
+                retained_marker(plan, &h, &bytes, &mut stats)?
             } else {
                 stats.records_read += h.records_count.max(0) as u64;
-                retained(plan, map, &h, &bytes, &mut stats)?
+                let kept = retained(plan, map, &h, &bytes, &mut stats)?;
+                if h.is_transactional() {
+                    *plan.txn_kept_data.entry(h.producer_id).or_default() |= kept.is_some();
+                }
+                kept
             };
+            dropped_last = kept.is_none().then_some(h);
             if let Some(b) = kept {
                 headers.push(BatchHeader::parse(&b)?);
                 buf.extend_from_slice(&b);
@@ -424,10 +501,90 @@ fn copy_group(
             }
         }
     }
+    if let Some(h) = dropped_last {
+        // The copy must end where the group did: opening the log after a crash between
+        // the swap and the deletion of the group's other segments tells them from the
+        // copy's end, and offsets past a segment's end are looked for in the next one.
+        // An empty batch of no producer covers the dropped batch's offsets.
+        let mut p = h;
+        p.attributes &= !(batch::TRANSACTIONAL | batch::CONTROL | batch::DELETE_HORIZON);
+        p.producer_id = -1;
+        p.producer_epoch = -1;
+        p.base_sequence = -1;
+        let b = batch::rebuild_batch(&p, &[], 0, h.max_timestamp);
+        headers.push(BatchHeader::parse(&b)?);
+        buf.extend_from_slice(&b);
+    }
     if !buf.is_empty() {
         out.append(&buf, &headers, plan.index_interval)?;
     }
     Ok(stats)
+}
+
+/// Appends record `r` of `section` (of the batch `old`) to `out` for a batch with
+/// header `new`: as it is, or with its timestamp delta re-encoded against a new base
+/// timestamp (`scratch` holds the record meanwhile).
+fn put_record(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    section: &[u8],
+    r: &batch::RecordSpan,
+    old: &BatchHeader,
+    new: &BatchHeader,
+) {
+    if new.base_timestamp == old.base_timestamp {
+        out.extend_from_slice(&section[r.start..r.end]);
+        return;
+    }
+    scratch.clear();
+    scratch.push(section[r.body]);
+    batch::put_varint(scratch, r.timestamp - new.base_timestamp);
+    scratch.extend_from_slice(&section[r.after_timestamp..r.end]);
+    batch::put_varint(out, scratch.len() as i64);
+    out.extend_from_slice(scratch);
+}
+
+/// A transaction marker as it is to be kept. While a data batch of its transaction is
+/// in the log the marker stays as it is. Once none is, a commit marker stays for
+/// `delete.retention.ms` (a delete horizon, as for tombstones) so that consumers reading
+/// the transaction's records meanwhile still see it end, and then goes. Abort markers
+/// stay: the aborted-transaction index still names their transactions, and a
+/// `read_committed` consumer told of one skips the producer's transactional batches
+/// until it sees the marker.
+fn retained_marker(
+    plan: &mut CleaningPlan,
+    h: &BatchHeader,
+    bytes: &Bytes,
+    stats: &mut GroupStats,
+) -> Result<Option<Vec<u8>>, LogError> {
+    let kept_data = plan.txn_kept_data.remove(&h.producer_id).unwrap_or(false);
+    let commit = batch::control_type(&bytes[HEADER_LEN..]) == Some(batch::MARKER_COMMIT);
+    if kept_data || !commit {
+        return Ok(Some(bytes.to_vec()));
+    }
+    if h.attributes & batch::DELETE_HORIZON != 0 {
+        if h.base_timestamp <= plan.now_ms {
+            return Ok(None);
+        }
+        stats.delete_horizon_ms = earlier(stats.delete_horizon_ms, Some(h.base_timestamp));
+        return Ok(Some(bytes.to_vec()));
+    }
+    let mut header = *h;
+    header.attributes |= batch::DELETE_HORIZON;
+    header.base_timestamp = plan.delete_horizon_ms;
+    let section = batch::decompressed_records(bytes, h)?;
+    let (mut kept, mut scratch) = (Vec::new(), Vec::new());
+    let spans = batch::record_spans(&section, h)?;
+    for r in &spans {
+        put_record(&mut kept, &mut scratch, &section, r, h, &header);
+    }
+    stats.delete_horizon_ms = earlier(stats.delete_horizon_ms, Some(header.base_timestamp));
+    Ok(Some(batch::rebuild_batch(
+        &header,
+        &kept,
+        spans.len() as i32,
+        h.max_timestamp,
+    )))
 }
 
 /// The batch as it is to be kept: itself, a rebuilt copy with fewer records, or nothing.
@@ -465,18 +622,13 @@ fn retained(
         }
         let mut record = Vec::new();
         for r in spans.iter().filter(|r| keeps(r)) {
-            if header.base_timestamp == h.base_timestamp {
-                kept.extend_from_slice(&section[r.start..r.end]);
-            } else {
-                record.clear();
-                record.push(section[r.body]);
-                batch::put_varint(&mut record, r.timestamp - header.base_timestamp);
-                record.extend_from_slice(&section[r.after_timestamp..r.end]);
-                batch::put_varint(&mut kept, record.len() as i64);
-                kept.extend_from_slice(&record);
-            }
+            put_record(&mut kept, &mut record, &section, r, h, &header);
             kept_count += 1;
             max_ts = max_ts.max(r.timestamp);
+            if r.tombstone {
+                stats.delete_horizon_ms =
+                    earlier(stats.delete_horizon_ms, Some(header.base_timestamp));
+            }
         }
     }
     stats.records_kept += kept_count as u64;
@@ -553,11 +705,14 @@ mod tests {
             return false;
         };
         let map = build_offset_map(&mut plan, 1 << 30).unwrap();
+        let mut horizon = None;
         for g in plan.groups() {
-            let (seg, _) = write_group(&plan, &map, &g, now).unwrap();
+            let (seg, stats) = write_group(&mut plan, &map, &g, now).unwrap();
             assert!(log.install_cleaned(&g, seg).unwrap());
+            horizon = earlier(horizon, stats.delete_horizon_ms);
         }
         log.set_cleaned_to(plan.first_uncleanable);
+        log.set_delete_horizon(horizon);
         true
     }
 
@@ -809,7 +964,7 @@ mod tests {
         let mut plan = log.cleaning_plan(2_000).unwrap();
         let map = build_offset_map(&mut plan, 1 << 30).unwrap();
         let group = plan.groups().remove(0);
-        let (seg, _) = write_group(&plan, &map, &group, 2_000).unwrap();
+        let (seg, _) = write_group(&mut plan, &map, &group, 2_000).unwrap();
         // DeleteRecords dropped the group's first segment meanwhile.
         log.delete_records_before(log.segment_bases()[1]).unwrap();
         let before = contents(&log);
@@ -847,7 +1002,7 @@ mod tests {
         assert!(group.len() > 1, "{group:?}");
         // A crash after the cleaned copy was written but before the swap: the copy is
         // removed at the next start and the log is as it was.
-        let (seg, _) = write_group(&plan, &map, &group, 2_000).unwrap();
+        let (seg, _) = write_group(&mut plan, &map, &group, 2_000).unwrap();
         std::mem::forget(seg);
         log.flush_all(2_000).unwrap();
         let old: Vec<(PathBuf, Vec<u8>)> = group[1..]
@@ -906,5 +1061,206 @@ mod tests {
             plan.first_uncleanable, bases[1],
             "one segment's keys, then stop"
         );
+    }
+
+    #[test]
+    fn a_copy_whose_last_batch_went_still_ends_where_its_group_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = || config(&[("segment.bytes", "150")]);
+        let mut log = open(dir.path(), small(), true);
+        for i in 0..8 {
+            append(
+                &mut log,
+                &[("k", Some(&i.to_string()))],
+                1_000,
+                Compression::None,
+            );
+        }
+        log.roll(1_000).unwrap();
+        assert_eq!(log.segment_bases(), [0, 2, 4, 6, 8]);
+        // Cleaned two segments a group: every record of the first group is superseded.
+        let cfg = || config(&[("segment.bytes", "300")]);
+        log.set_config(cfg());
+        let member = dir.path().join(super::super::segment::file_name(2, ".log"));
+        let member_bytes = std::fs::read(&member).unwrap();
+        assert!(clean(&mut log, 2_000));
+        assert_eq!(log.segment_bases(), [0, 4, 8]);
+        assert_eq!(contents(&log), vec![(7, "k".into(), Some("7".into()))]);
+        // The first copy holds one empty batch of no producer where offset 3 was.
+        let slice = log.read(0, 1 << 20, true).unwrap().unwrap();
+        let bytes = slice.read().unwrap();
+        let h = batch::check_batch(&bytes).unwrap();
+        assert_eq!((h.base_offset, h.last_offset(), h.records_count), (3, 3, 0));
+        assert_eq!((h.producer_id, h.base_sequence, h.attributes), (-1, -1, 0));
+        // A crash before the group's second segment was deleted: the start drops it,
+        // since the copy covers its offsets, and none of its old records come back.
+        log.flush_all(3_000).unwrap();
+        drop(log);
+        std::fs::write(&member, &member_bytes).unwrap();
+        let log = open(dir.path(), cfg(), false);
+        assert_eq!(log.segment_bases(), [0, 4, 8]);
+        assert_eq!(contents(&log), vec![(7, "k".into(), Some("7".into()))]);
+        assert!(!member.exists());
+    }
+
+    #[test]
+    fn a_damaged_segment_stops_the_pass_and_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), config(&[]), true);
+        for i in 0..3 {
+            append(
+                &mut log,
+                &[("k", Some(&i.to_string()))],
+                1_000,
+                Compression::None,
+            );
+        }
+        log.roll(1_000).unwrap();
+        log.flush_all(1_000).unwrap();
+        drop(log);
+        // A flipped bit in the second batch's value.
+        let path = dir.path().join(super::super::segment::file_name(0, ".log"));
+        let mut b = std::fs::read(&path).unwrap();
+        let second = BatchHeader::parse(&b).unwrap().total_size();
+        let end = second + BatchHeader::parse(&b[second..]).unwrap().total_size();
+        b[end - 1] ^= 1;
+        std::fs::write(&path, &b).unwrap();
+        let log = open(dir.path(), config(&[]), true);
+        let mut plan = log.cleaning_plan(2_000).unwrap();
+        let err = build_offset_map(&mut plan, 1 << 30).unwrap_err();
+        assert!(err.to_string().contains("CRC"), "{err}");
+        // Nor does a copy of the damaged segment get written.
+        let group = plan.groups().remove(0);
+        let err = write_group(&mut plan, &OffsetMap::default(), &group, 2_000)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("CRC"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".cleaned")), "{names:?}");
+        assert_eq!(log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn an_idle_log_drops_its_tombstones_once_their_horizon_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), config(&[("delete.retention.ms", "1000")]), true);
+        append(&mut log, &[("a", Some("1"))], 1_000, Compression::None);
+        append(
+            &mut log,
+            &[("a", None), ("b", Some("1"))],
+            1_000,
+            Compression::None,
+        );
+        log.roll(1_000).unwrap();
+        assert!(clean(&mut log, 2_000));
+        assert_eq!(contents(&log).len(), 2, "the tombstone stays a while");
+        // Nothing written since: no pass until the horizon, 2,000 + 1,000.
+        assert!(log.cleaning_plan(2_999).is_none());
+        assert!(clean(&mut log, 3_000));
+        assert_eq!(contents(&log), vec![(2, "b".into(), Some("1".into()))]);
+        assert!(log.cleaning_plan(100_000).is_none(), "no tombstone is left");
+    }
+
+    #[test]
+    fn a_segment_only_partly_cleaned_is_dirty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), config(&[]), true);
+        append(&mut log, &[("k", Some("1"))], 1_000, Compression::None);
+        append(&mut log, &[("k", Some("2"))], 1_000, Compression::None);
+        log.roll(1_000).unwrap();
+        append(&mut log, &[("j", Some("1"))], 1_000, Compression::None);
+        log.roll(1_000).unwrap();
+        // A checkpoint from the middle of the first segment (a log truncated and
+        // written again since, say): that segment's keys are read too.
+        log.set_cleaned_to(1);
+        assert!(clean(&mut log, 2_000));
+        assert_eq!(
+            contents(&log),
+            vec![
+                (1, "k".into(), Some("2".into())),
+                (2, "j".into(), Some("1".into()))
+            ]
+        );
+    }
+
+    /// (base offset, is control, has a delete horizon) of every batch from offset 0.
+    fn batches(log: &Log) -> Vec<(i64, bool, bool)> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        while let Some(slice) = log.read(offset, 1 << 20, true).unwrap() {
+            let bytes = slice.read().unwrap();
+            let mut at = 0;
+            while at + HEADER_LEN <= bytes.len() {
+                let h = BatchHeader::parse(&bytes[at..]).unwrap();
+                if h.last_offset() >= offset {
+                    let flagged = h.attributes & batch::DELETE_HORIZON != 0;
+                    out.push((h.base_offset, h.is_control(), flagged));
+                    offset = h.last_offset() + 1;
+                }
+                at += h.total_size();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_commit_marker_goes_a_delete_retention_after_its_transactions_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = || config(&[("delete.retention.ms", "1000")]);
+        let mut log = open(dir.path(), cfg(), true);
+        for (seq, key) in [(0, "k"), (1, "m")] {
+            let b = batch(&[(key, Some("t"))], 1_000, Compression::None, 5, seq, true);
+            let v = validate_produce(&b, 1 << 20).unwrap();
+            log.append(&b, &v, 1_000).unwrap();
+            log.append_marker(5, 0, true, 0, 1_000).unwrap();
+        }
+        append(&mut log, &[("k", Some("plain"))], 1_000, Compression::None);
+        log.roll(1_000).unwrap();
+        assert!(clean(&mut log, 2_000));
+        // The first transaction's record is superseded; its marker stays a while, with
+        // a delete horizon. The second's record stays, and so does its marker, as it was.
+        assert_eq!(
+            contents(&log),
+            vec![
+                (2, "m".into(), Some("t".into())),
+                (4, "k".into(), Some("plain".into()))
+            ]
+        );
+        assert_eq!(
+            batches(&log),
+            [
+                (1, true, true),
+                (2, false, false),
+                (3, true, false),
+                (4, false, false)
+            ]
+        );
+        let slice = log.read(1, 1 << 20, true).unwrap().unwrap();
+        let bytes = slice.read().unwrap();
+        let h = BatchHeader::parse(&bytes).unwrap();
+        batch::check_batch(&bytes[..h.total_size()]).unwrap();
+        assert_eq!(h.base_timestamp, 3_000);
+        assert_eq!(
+            batch::control_type(&bytes[HEADER_LEN..]),
+            Some(batch::MARKER_COMMIT)
+        );
+        assert!(log.cleaning_plan(2_999).is_none());
+        assert!(clean(&mut log, 3_000));
+        assert_eq!(
+            batches(&log),
+            [(2, false, false), (3, true, false), (4, false, false)]
+        );
+        // State rebuilt from the log: no transaction left open, the producer's sequence
+        // kept.
+        log.flush_all(4_000).unwrap();
+        drop(log);
+        let log = open(dir.path(), cfg(), false);
+        assert_eq!(log.last_stable_offset(), log.log_end_offset());
+        let p = log.producer_state().producer(5).unwrap();
+        assert_eq!(p.batches.back().unwrap().last_seq, 1);
     }
 }

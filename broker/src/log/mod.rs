@@ -136,6 +136,9 @@ pub struct Log {
     dirty: bool,
     /// The log cleaner has compacted everything below this offset.
     first_dirty: i64,
+    /// When the earliest tombstone the cleaner kept may go (unknown after a restart
+    /// until the log's next pass).
+    delete_horizon_ms: Option<i64>,
 }
 
 impl Log {
@@ -236,6 +239,7 @@ impl Log {
             // Recovery may have rewritten indexes and truncated files.
             dirty: !clean,
             first_dirty: 0,
+            delete_horizon_ms: None,
         };
         let first_base = log.segments.keys().next().copied().unwrap_or(0);
         let end = log.log_end_offset();
@@ -308,7 +312,9 @@ impl Log {
                 if h.producer_id >= 0 {
                     if h.is_control() {
                         let avail = (seg.size() - pos) as usize;
-                        let n = h.total_size().min(avail).saturating_sub(HEADER_LEN).min(16);
+                        // The record's timestamp delta takes up to 10 bytes once the cleaner
+                        // gave the batch a delete horizon.
+                        let n = h.total_size().min(avail).saturating_sub(HEADER_LEN).min(32);
                         let rec = seg.read_exact(pos + HEADER_LEN as u64, n)?;
                         if let Some(t) = batch::control_type(&rec) {
                             let commit = t == batch::MARKER_COMMIT;
@@ -617,11 +623,11 @@ impl Log {
 
     /// Starts a new active segment at the log end offset.
     pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
-        self.dirty = true;
         let base = self.log_end_offset();
         if self.active().base_offset == base {
             return Ok(());
         }
+        self.dirty = true;
         let dir = self.dir.clone();
         let old = self.active_mut();
         old.close_active()?;

@@ -86,17 +86,12 @@ impl Segment {
         )
     }
 
-    /// Puts a segment made by [`Segment::create_cleaned`] (written, closed and synced) in
-    /// place of the segment with the same base offset. The old one's indexes go first,
-    /// then its log is replaced, then the new indexes are named: a crash at any point
-    /// leaves a log whose indexes are either its own or missing (and then rebuilt).
-    pub fn install_cleaned(&mut self) -> io::Result<()> {
-        let dir = self
-            .log_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let (log, idx, tidx) = Self::paths(&dir, self.base_offset);
+    /// Puts the log of a segment made by [`Segment::create_cleaned`] (written, closed
+    /// and synced) in place of the segment with the same base offset. The old one's
+    /// indexes go first, then its log is replaced: a crash at any point leaves a log
+    /// whose indexes are either its own or missing (and then rebuilt).
+    pub fn install_cleaned_log(&mut self) -> io::Result<()> {
+        let (log, idx, tidx) = self.final_paths();
         for p in [&idx, &tidx] {
             match std::fs::remove_file(p) {
                 Ok(()) => {}
@@ -106,8 +101,20 @@ impl Segment {
         }
         std::fs::rename(&self.log_path, &log)?;
         self.log_path = log;
+        Ok(())
+    }
+
+    /// Names the indexes of a segment whose log [`Segment::install_cleaned_log`] put in
+    /// place.
+    pub fn install_cleaned_indexes(&mut self) -> io::Result<()> {
+        let (_, idx, tidx) = self.final_paths();
         self.time_index.rename(&tidx)?;
         self.index.rename(&idx)
+    }
+
+    fn final_paths(&self) -> (PathBuf, PathBuf, PathBuf) {
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        Self::paths(dir, self.base_offset)
     }
 
     fn create_at(
