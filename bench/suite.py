@@ -681,34 +681,7 @@ class Suite:
             self.step(b, kind, run, ["3r.mbs"], consume_r)
 
         if self.sel(4):
-            # The same measurement with two clients: Python (confluent-kafka) and C (the
-            # same librdkafka without the interpreter's own scheduling in the figure).
-            for r, tool in (("4", [sys.executable, CLIENTS, "latency"]), ("4c", [str(LATENCY_C)])):
-                def latency(r=r, tool=tool):
-                    if not Path(tool[0]).exists():
-                        raise StepError(f"{tool[0]} is missing (bench/run builds it from bench/latency.c)")
-                    topic = f"s{r}-latency"
-                    b.create_topic(topic)
-                    cmd = tool + ["--bootstrap", b.bootstrap, "--topic", topic,
-                                  "--rate-mb", cfg["lat_rate"], "--record-size", 1024,
-                                  "--warmup", cfg["lat_warmup"], "--duration", cfg["lat_duration"]]
-                    os.sync()
-                    c0, k0, st0 = b.cpu(), children_cpu(), cpu_steal()
-                    out = run_client(cmd, cfg["step_timeout"], logdir, r)
-                    cpu, ccpu = b.cpu() - c0, children_cpu() - k0
-                    steal = steal_pct(st0, cpu_steal())
-                    d = json.loads(out.strip().splitlines()[-1])
-                    per_gib = cpu / (d["bytes"] / GIB)
-                    m = {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(ccpu, 2), "bytes": d["bytes"]}
-                    for k, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p999", "p999_ms"),
-                                   ("rate", "window_mb_per_sec")):
-                        self.res.ok(f"{r}.{k}", kind, run, d[key], per_gib, **m,
-                                    **({"raw": d} if k == "p50" else {}))
-                    self.res.ok(f"{r}.steal", kind, run, steal, per_gib, **m)
-                    log(f"  {LABEL[kind]} {r}: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, "
-                        f"p99.9 {d['p999_ms']:.2f} ms, max {d['max_ms']:.1f} ms over {d['measured']:,} records "
-                        f"at {d['window_mb_per_sec']:.1f} MB/s, client CPU {ccpu:.1f} s, CPU steal {steal:.1f}%")
-                self.step(b, kind, run, [f"{r}.{k}" for k in ("p50", "p99", "p999", "rate", "steal")], latency)
+            self.latency_rows(b, kind, run, logdir)
 
         if self.sel(5):
             def fsync():
@@ -770,10 +743,44 @@ class Suite:
             if not self.args.keep:
                 shutil.rmtree(b.dir / "data", ignore_errors=True)
 
+    def latency_rows(self, b, kind: str, run: int, logdir) -> None:
+        """Scenario 4 against broker `b`: rows 4 (Python) and 4c (C)."""
+        cfg = self.cfg
+        # The same measurement with two clients: Python (confluent-kafka) and C (the
+        # same librdkafka without the interpreter's own scheduling in the figure).
+        for r, tool in (("4", [sys.executable, CLIENTS, "latency"]), ("4c", [str(LATENCY_C)])):
+            def latency(r=r, tool=tool):
+                if not Path(tool[0]).exists():
+                    raise StepError(f"{tool[0]} is missing (bench/run builds it from bench/latency.c)")
+                topic = f"s{r}-latency"
+                b.create_topic(topic)
+                cmd = tool + ["--bootstrap", b.bootstrap, "--topic", topic,
+                              "--rate-mb", cfg["lat_rate"], "--record-size", 1024,
+                              "--warmup", cfg["lat_warmup"], "--duration", cfg["lat_duration"]]
+                os.sync()
+                c0, k0, st0 = b.cpu(), children_cpu(), cpu_steal()
+                out = run_client(cmd, cfg["step_timeout"], logdir, r)
+                cpu, ccpu = b.cpu() - c0, children_cpu() - k0
+                steal = steal_pct(st0, cpu_steal())
+                d = json.loads(out.strip().splitlines()[-1])
+                per_gib = cpu / (d["bytes"] / GIB)
+                m = {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(ccpu, 2), "bytes": d["bytes"]}
+                for k, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p999", "p999_ms"),
+                               ("rate", "window_mb_per_sec")):
+                    self.res.ok(f"{r}.{k}", kind, run, d[key], per_gib, **m,
+                                **({"raw": d} if k == "p50" else {}))
+                self.res.ok(f"{r}.steal", kind, run, steal, per_gib, **m)
+                log(f"  {LABEL[kind]} {r}: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, "
+                    f"p99.9 {d['p999_ms']:.2f} ms, max {d['max_ms']:.1f} ms over {d['measured']:,} records "
+                    f"at {d['window_mb_per_sec']:.1f} MB/s, client CPU {ccpu:.1f} s, CPU steal {steal:.1f}%")
+            self.step(b, kind, run, [f"{r}.{k}" for k in ("p50", "p99", "p999", "rate", "steal")], latency)
+
     def mock_session(self, run: int) -> None:
         cfg = self.cfg
         b = Broker("mock", self.tmp, f"run{run}")
-        rows = (["1m.rps"] if self.sel(1) else []) + (["2m.rps"] if self.sel(2) else [])
+        rows = ((["1m.rps"] if self.sel(1) else []) + (["2m.rps"] if self.sel(2) else [])
+                + ([f"{r}.{k}" for r in ("4", "4c") for k in ("p50", "p99", "p999", "rate", "steal")]
+                   if self.sel(4) else []))
         log(f"run {run}/{self.runs}: librdkafka mock cluster")
         try:
             b.start(30)
@@ -781,6 +788,10 @@ class Suite:
                 self.produce_rows(b, "mock", run, "1m", "py", "s1-py", cfg["n100"], 100, b.dir)
             if self.sel(2):
                 self.produce_rows(b, "mock", run, "2m", "py", "s2-py", cfg["n1k"], 1024, b.dir)
+            if self.sel(4):
+                # A floor for scenario 4: the same clients and rate against a broker that
+                # does no work, so what is left is the clients and this machine.
+                self.latency_rows(b, "mock", run, b.dir)
         except Exception as e:  # noqa: BLE001
             log(f"  mock cluster: failed: {e}")
             done = {e_["row"] for e_ in self.res.entries if e_["kind"] == "mock" and e_["run"] == run}
@@ -871,7 +882,7 @@ class Suite:
                     self.main_session(kind, run)
                 if self.sel(6):
                     self.idle_session(kind, run)
-            if self.sel(1) or self.sel(2):
+            if self.sel(1) or self.sel(2) or self.sel(4):
                 self.mock_session(run)
         # derived: scenario 5 ÷ scenario 2, per broker, from the medians
         for kind in KINDS:
@@ -947,6 +958,22 @@ class Suite:
                        f"{m:,.0f} records/s ({m * (100 if s == 1 else 1024) / 1e6:,.1f} MB/s)"
                        + (f"; {', '.join(rel)}" if rel else "")
                        + (f"; mock broker CPU {cpu:.2f} s/GiB" if cpu is not None else ""))
+        if self.sel(4):
+            for r, client in (("4", "Python"), ("4c", "C")):
+                m = {k: self.res.median(f"{r}.{k}", "mock") for k in ("p50", "p99", "p999")}
+                if m["p99"] is None:
+                    es = [e for e in self.res.get(f"{r}.p99", "mock") if e["error"]]
+                    out.append(f"- librdkafka mock cluster, same latency client as row {r} ({client}): failed: "
+                               f"{short(es[0]['error']) if es else 'not run'}")
+                    continue
+                rel = []
+                for kind in KINDS:
+                    v = self.res.median(f"{r}.p99", kind)
+                    if v is not None:
+                        rel.append(f"{LABEL[kind]}'s p99 {v / m['p99']:.2f}× it")
+                out.append(f"- librdkafka mock cluster (in-memory, 1 broker), same latency client as row {r} ({client}), "
+                           f"{cfg['lat_rate']:g} MB/s: p50 {m['p50']:.2f} ms, p99 {m['p99']:.2f} ms, "
+                           f"p99.9 {m['p999']:.2f} ms" + (f"; {', '.join(rel)}" if rel else ""))
         return "\n".join(out) if len(out) > 3 else ""
 
 

@@ -576,7 +576,7 @@ impl Broker {
         before += plan.bytes();
         let mut log = p.log();
         log.set_cleaned_to(plan.first_uncleanable);
-        log.set_delete_horizon(horizon);
+        log.set_delete_horizon(horizon, plan.cut);
         drop(log);
         tracing::info!(
             topic = %p.topic, partition = p.index, keys = map.len(),

@@ -2,8 +2,8 @@
 //!
 //! As in Kafka, a pass over one log has three steps. Under the log's lock,
 //! [`Log::cleaning_plan`] picks the rolled segments that may be cleaned: the active
-//! segment, segments at or past the last stable offset and segments younger than
-//! `min.compaction.lag.ms` are not, and nothing happens until the dirty share of the
+//! segment, segments at or past the last stable offset, segments not yet fsynced and
+//! segments younger than `min.compaction.lag.ms` are not, and nothing happens until the dirty share of the
 //! cleanable bytes reaches `min.cleanable.dirty.ratio` (or `max.compaction.lag.ms`
 //! passed). Without the lock, [`build_offset_map`] reads the dirty segments (those
 //! written since the last pass) into a map from key to the offset of its last record,
@@ -63,6 +63,12 @@ pub struct CleaningPlan {
     aborted: HashMap<i64, Vec<(i64, i64)>>,
     /// Producer id → last offset of its last batch.
     producer_last: HashMap<i64, i64>,
+    /// Producer id → epoch, for producers with no batch of their current epoch in the
+    /// log: a marker of that epoch (transactions v2 bump it at every commit) is then the
+    /// only record of it that a restart can rebuild the producer's state from.
+    marker_epochs: HashMap<i64, i16>,
+    /// Whether [`build_offset_map`] ended the pass early.
+    pub cut: bool,
     /// Producer id → whether the pass kept a data batch of the transaction it is in at
     /// the point the pass has reached (the groups are written in order).
     txn_kept_data: HashMap<i64, bool>,
@@ -229,7 +235,9 @@ impl Log {
         let mut segments = Vec::new();
         let mut first_uncleanable = None;
         for (i, (base, seg)) in self.segments.iter().enumerate() {
-            if i >= rolled || seg.next_offset() > lso || !lag_passed(seg) {
+            // Only what is on disk for good: a copy that drops a record because a later
+            // one supersedes it must not outlive that later record in a power failure.
+            if i >= rolled || seg.next_offset() > lso.min(self.recovery_point) || !lag_passed(seg) {
                 first_uncleanable = Some(*base);
                 break;
             }
@@ -281,6 +289,12 @@ impl Log {
             .producers()
             .filter_map(|(pid, e)| e.batches.back().map(|b| (pid, b.last_offset)))
             .collect();
+        let marker_epochs = self
+            .producers
+            .producers()
+            .filter(|(_, e)| e.batches.is_empty())
+            .map(|(pid, e)| (pid, e.epoch))
+            .collect();
         Some(CleaningPlan {
             dir: self.dir.clone(),
             segments,
@@ -288,7 +302,9 @@ impl Log {
             first_uncleanable,
             aborted,
             producer_last,
+            marker_epochs,
             txn_kept_data: HashMap::new(),
+            cut: false,
             now_ms,
             delete_horizon_ms: now_ms.saturating_add(cfg.delete_retention_ms),
             index_interval: cfg.index_interval_bytes.max(0) as u64,
@@ -367,10 +383,16 @@ impl Log {
         self.first_dirty = self.first_dirty.max(offset);
     }
 
-    /// Records the earliest delete horizon of the tombstones a whole pass kept: once it
-    /// passes, the log is cleaned again even if nothing was written to it.
-    pub fn set_delete_horizon(&mut self, horizon_ms: Option<i64>) {
-        self.delete_horizon_ms = horizon_ms;
+    /// Records the earliest delete horizon of the tombstones and markers a pass kept:
+    /// once it passes, the log is cleaned again even if nothing was written to it. A pass
+    /// that was `cut` short did not see those past its end, whose horizon stays in the
+    /// running.
+    pub fn set_delete_horizon(&mut self, horizon_ms: Option<i64>, cut: bool) {
+        self.delete_horizon_ms = if cut {
+            earlier(self.delete_horizon_ms, horizon_ms)
+        } else {
+            horizon_ms
+        };
     }
 
     /// Where the next cleaner pass starts reading dirty segments.
@@ -419,6 +441,7 @@ pub fn build_offset_map(plan: &mut CleaningPlan, budget: usize) -> Result<Offset
     if let Some(i) = cut {
         plan.first_uncleanable = plan.segments[i].base;
         plan.segments.truncate(i);
+        plan.cut = true;
     }
     Ok(map)
 }
@@ -559,7 +582,8 @@ fn retained_marker(
 ) -> Result<Option<Vec<u8>>, LogError> {
     let kept_data = plan.txn_kept_data.remove(&h.producer_id).unwrap_or(false);
     let commit = batch::control_type(&bytes[HEADER_LEN..]) == Some(batch::MARKER_COMMIT);
-    if kept_data || !commit {
+    let holds_epoch = plan.marker_epochs.get(&h.producer_id) == Some(&h.producer_epoch);
+    if kept_data || !commit || holds_epoch {
         return Ok(Some(bytes.to_vec()));
     }
     if h.attributes & batch::DELETE_HORIZON != 0 {
@@ -701,6 +725,7 @@ mod tests {
 
     /// One cleaner pass as the broker runs it, the log held throughout.
     fn clean(log: &mut Log, now: i64) -> bool {
+        log.flush_all(now).unwrap();
         let Some(mut plan) = log.cleaning_plan(now) else {
             return false;
         };
@@ -712,7 +737,7 @@ mod tests {
             horizon = earlier(horizon, stats.delete_horizon_ms);
         }
         log.set_cleaned_to(plan.first_uncleanable);
-        log.set_delete_horizon(horizon);
+        log.set_delete_horizon(horizon, plan.cut);
         true
     }
 
@@ -905,6 +930,11 @@ mod tests {
         let v = validate_produce(&b, 1 << 20).unwrap();
         log.append(&b, &v, 7_000).unwrap();
         log.roll(7_000).unwrap();
+        assert!(
+            log.cleaning_plan(7_000).is_none(),
+            "rolled segments wait for their fsync"
+        );
+        log.flush_all(7_000).unwrap();
         let plan = log.cleaning_plan(7_000).unwrap();
         assert_eq!(
             plan.first_uncleanable, 2,
@@ -961,6 +991,7 @@ mod tests {
             );
         }
         log.roll(1_000).unwrap();
+        log.flush_all(2_000).unwrap();
         let mut plan = log.cleaning_plan(2_000).unwrap();
         let map = build_offset_map(&mut plan, 1 << 30).unwrap();
         let group = plan.groups().remove(0);
@@ -996,6 +1027,7 @@ mod tests {
         // Small segments written, a group of several cleaned.
         log.set_config(config(&[("segment.bytes", "100000")]));
         let want = latest(&contents(&log));
+        log.flush_all(2_000).unwrap();
         let mut plan = log.cleaning_plan(2_000).unwrap();
         let map = build_offset_map(&mut plan, 1 << 30).unwrap();
         let group = plan.groups().remove(0);
@@ -1053,6 +1085,7 @@ mod tests {
             );
         }
         log.roll(1_000).unwrap();
+        log.flush_all(2_000).unwrap();
         let mut plan = log.cleaning_plan(2_000).unwrap();
         let bases = log.segment_bases();
         assert!(bases.len() > 3);
@@ -1262,5 +1295,26 @@ mod tests {
         assert_eq!(log.last_stable_offset(), log.log_end_offset());
         let p = log.producer_state().producer(5).unwrap();
         assert_eq!(p.batches.back().unwrap().last_seq, 1);
+    }
+
+    #[test]
+    fn a_commit_marker_that_alone_holds_its_producers_epoch_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = || config(&[("delete.retention.ms", "1000")]);
+        let mut log = open(dir.path(), cfg(), true);
+        // Transactions v2: the commit marker carries the epoch the commit bumped to.
+        let b = batch(&[("k", Some("t"))], 1_000, Compression::None, 6, 0, true);
+        let v = validate_produce(&b, 1 << 20).unwrap();
+        log.append(&b, &v, 1_000).unwrap();
+        log.append_marker(6, 1, true, 0, 1_000).unwrap();
+        append(&mut log, &[("k", Some("plain"))], 1_000, Compression::None);
+        log.roll(1_000).unwrap();
+        assert!(clean(&mut log, 2_000));
+        assert!(!clean(&mut log, 10_000), "no horizon to wait for");
+        assert_eq!(batches(&log), [(1, true, false), (2, false, false)]);
+        log.flush_all(10_000).unwrap();
+        drop(log);
+        let log = open(dir.path(), cfg(), false);
+        assert_eq!(log.producer_state().producer(6).unwrap().epoch, 1);
     }
 }
