@@ -723,6 +723,18 @@ mod tests {
         log.append(&b, &v, ts).unwrap().first_offset
     }
 
+    /// Appends `n` batches of one record each: `key` with the values "0", "1", ...
+    fn append_values(log: &mut Log, key: &str, n: usize) {
+        for i in 0..n {
+            append(
+                log,
+                &[(key, Some(&i.to_string()))],
+                1_000,
+                Compression::None,
+            );
+        }
+    }
+
     /// One cleaner pass as the broker runs it, the log held throughout.
     fn clean(log: &mut Log, now: i64) -> bool {
         log.flush_all(now).unwrap();
@@ -982,14 +994,7 @@ mod tests {
     fn install_gives_up_when_the_log_changed_under_the_cleaner() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), config(&[("segment.bytes", "200")]), true);
-        for i in 0..6 {
-            append(
-                &mut log,
-                &[("k", Some(&i.to_string()))],
-                1_000,
-                Compression::None,
-            );
-        }
+        append_values(&mut log, "k", 6);
         log.roll(1_000).unwrap();
         log.flush_all(2_000).unwrap();
         let mut plan = log.cleaning_plan(2_000).unwrap();
@@ -1101,14 +1106,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let small = || config(&[("segment.bytes", "150")]);
         let mut log = open(dir.path(), small(), true);
-        for i in 0..8 {
-            append(
-                &mut log,
-                &[("k", Some(&i.to_string()))],
-                1_000,
-                Compression::None,
-            );
-        }
+        append_values(&mut log, "k", 8);
         log.roll(1_000).unwrap();
         assert_eq!(log.segment_bases(), [0, 2, 4, 6, 8]);
         // Cleaned two segments a group: every record of the first group is superseded.
@@ -1140,14 +1138,7 @@ mod tests {
     fn a_damaged_segment_stops_the_pass_and_is_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path(), config(&[]), true);
-        for i in 0..3 {
-            append(
-                &mut log,
-                &[("k", Some(&i.to_string()))],
-                1_000,
-                Compression::None,
-            );
-        }
+        append_values(&mut log, "k", 3);
         log.roll(1_000).unwrap();
         log.flush_all(1_000).unwrap();
         drop(log);
