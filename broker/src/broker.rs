@@ -564,7 +564,7 @@ impl Broker {
                 seg.discard_cleaned()?;
                 return Ok(false);
             }
-            if !log.install_cleaned(&group, seg)? {
+            if !log.install_cleaned(&group, seg, &stats.dropped_aborts)? {
                 // The log changed meanwhile (retention, DeleteRecords): next pass.
                 return Ok(false);
             }

@@ -2,7 +2,8 @@
 records and tombstones in several segments, the broker's log cleaner compacts them, and
 librdkafka, Apache Kafka's ConsoleConsumer and kafka-dump-log read the result: the last
 record of every key at the offset it was acknowledged with, tombstones included, valid
-batches and indexes."""
+batches and indexes; an aborted transaction's marker goes once its records did, and
+read_committed readers still see every committed record."""
 
 import pathlib
 import sys
@@ -191,3 +192,70 @@ def test_committed_offsets_survive_compaction_of_consumer_offsets_and_a_restart(
         assert [(p.topic, p.partition, p.offset) for p in got] == [(topic, 0, last)]
     finally:
         c.close()
+
+
+def test_an_aborted_transactions_marker_goes_and_read_committed_readers_still_see_the_rest(
+        cleaner_broker, java_env):
+    """Once the cleaner removed an aborted transaction's records it removes the abort marker
+    after delete.retention.ms, and the transaction's entry in the aborted-transaction index
+    with it: a read_committed consumer told of an aborted transaction whose marker is gone
+    would skip the same producer's later, committed records."""
+    ck = require_module("confluent_kafka")
+    from confluent_kafka.admin import AdminClient
+    broker = cleaner_broker
+    topic = unique_topic("compact-txn")
+    _create(AdminClient, broker.bootstrap, topic, **{
+        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+        "delete.retention.ms": "500"})
+    p = ck.Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique_topic("tx"),
+                     "linger.ms": 5})
+    p.init_transactions(30)
+    for commit, value in ((False, "aborted"), (True, "committed")):
+        p.begin_transaction()
+        for k in range(5):
+            p.produce(topic, key=f"{value}-{k}".encode(), value=value.encode(), partition=0)
+        assert p.flush(30) == 0
+        (p.commit_transaction if commit else p.abort_transaction)(30)
+        time.sleep(0.2)  # past segment.ms: the next append rolls the segment
+    # A record after a roll, so the segments holding both transactions may be cleaned.
+    _produce(ck, broker.bootstrap, [(topic, "sentinel", "end")], "none")
+
+    part_dir = broker.data_dir / f"{topic}-0"
+
+    def txn_index_bytes():
+        return sum(f.stat().st_size for f in part_dir.glob("*.txnindex"))
+
+    deadline = time.time() + POLL_DEADLINE
+    while time.time() < deadline and txn_index_bytes() > 0:
+        time.sleep(0.2)
+    assert txn_index_bytes() == 0, "the aborted transaction is still in the .txnindex"
+
+    want = [(k, "committed") for k in (f"committed-{i}" for i in range(5))] + [("sentinel", "end")]
+    from confluent_kafka import TopicPartition
+    c = ck.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_topic("g"),
+                     "enable.auto.commit": False, "isolation.level": "read_committed"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got, deadline = [], time.time() + POLL_DEADLINE
+    try:
+        while time.time() < deadline and len(got) < len(want):
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append((m.key().decode(), m.value().decode()))
+    finally:
+        c.close()
+    assert got == want
+
+    r = tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--topic", topic, "--partition", "0",
+             "--offset", "earliest", "--isolation-level", "read_committed",
+             "--max-messages", str(len(want)), "--timeout-ms", "30000", "--property", "print.key=true",
+             bootstrap=broker.bootstrap, timeout=90).expect_ok(broker, "ConsoleConsumer")
+    assert r.stdout.splitlines() == [f"{k}\t{v}" for k, v in want], r.stdout[:2000]
+
+    # The abort marker is gone from the cleaned segments; the commit marker stays while its
+    # transaction's records do.
+    files = sorted(part_dir.glob("*.log"))
+    out = dump_log_segments(broker, files, "--deep-iteration", allow=("Non-consecutive offsets",))
+    assert "endTxnMarker: ABORT" not in out, out[-3000:]
+    assert "endTxnMarker: COMMIT" in out, out[-3000:]
+    batch_lines = [line for line in out.splitlines() if line.startswith("baseOffset:")]
+    assert batch_lines and all("isvalid: true" in line for line in batch_lines), out[-3000:]

@@ -13,9 +13,10 @@
 //!   kept them: as Kafka does since KIP-534, that pass writes the time in the batch's
 //!   base timestamp and sets its delete-horizon attribute, re-encoding the records'
 //!   timestamp deltas so that their timestamps stay the same,
-//! - no record of an aborted transaction; abort markers; commit markers until
+//! - no record of an aborted transaction; transaction markers until
 //!   `delete.retention.ms` after the first pass that found no data of their transaction
-//!   left (the same delete horizon as tombstones),
+//!   left (the same delete horizon as tombstones); an abort marker takes its entry in
+//!   the aborted-transaction index (`.txnindex`) with it,
 //! - for a batch that loses every record, an empty batch if it is its producer's last
 //!   (the producer's sequence survives a restart that rebuilds state from the log), or
 //!   if it is the group's last (an empty batch of no producer: the copy ends where the
@@ -36,6 +37,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::producer_state::AbortedTxn;
 use super::segment::Segment;
 use super::{Log, LogError};
 
@@ -47,7 +49,17 @@ pub struct SourceSegment {
     file: Arc<File>,
     size: u64,
     next_offset: i64,
-    max_timestamp: i64,
+}
+
+impl SourceSegment {
+    /// The max timestamp of the segment's first batch, when it has one (Kafka's
+    /// `getFirstBatchTimestamp`, which `max.compaction.lag.ms` is measured from).
+    fn first_batch_timestamp(&self) -> Option<i64> {
+        let mut b = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut b, 0).ok()?;
+        let h = BatchHeader::parse(&b).ok()?;
+        (h.max_timestamp > 0).then_some(h.max_timestamp)
+    }
 }
 
 /// What one pass over a log will clean.
@@ -246,7 +258,6 @@ impl Log {
                 file: seg.file(),
                 size: seg.size(),
                 next_offset: seg.next_offset(),
-                max_timestamp: seg.max_timestamp(),
             });
         }
         let first_uncleanable = first_uncleanable?;
@@ -268,12 +279,20 @@ impl Log {
             return None;
         }
         let ratio = dirty as f64 / (clean + dirty).max(1) as f64;
-        // Kafka measures the lag from the dirty section's earliest timestamp; segments
-        // keep only their latest, so the first dirty one's stands in for it.
-        let overdue = segments
-            .iter()
-            .find(|s| is_dirty(s) && s.max_timestamp >= 0)
-            .is_some_and(|s| now_ms.saturating_sub(s.max_timestamp) >= cfg.max_compaction_lag_ms);
+        // As in Kafka, a dirty segment is overdue once `max.compaction.lag.ms` passed
+        // since its first batch's timestamp (a batch's read under the lock, only when
+        // the lag is set and the ratio alone would not clean).
+        let overdue = || {
+            segments
+                .iter()
+                .filter(|s| is_dirty(s))
+                .filter_map(|s| s.first_batch_timestamp())
+                .min()
+                .is_some_and(|t| now_ms.saturating_sub(t) >= cfg.max_compaction_lag_ms)
+        };
+        let overdue = ratio < cfg.min_cleanable_dirty_ratio
+            && cfg.max_compaction_lag_ms < i64::MAX
+            && overdue();
         if ratio < cfg.min_cleanable_dirty_ratio && !overdue && !horizon_passed {
             return None;
         }
@@ -313,12 +332,14 @@ impl Log {
     }
 
     /// Replaces `group` (segments of a [`CleaningPlan`]) by `cleaned`, made by
-    /// [`write_group`]. Returns false, and deletes `cleaned`, if the log changed under the
+    /// [`write_group`], whose pass dropped the abort markers `dropped_aborts` (producer
+    /// id, offset). Returns false, and deletes `cleaned`, if the log changed under the
     /// cleaner: a segment of the group was deleted (retention, DeleteRecords) or replaced.
     pub fn install_cleaned(
         &mut self,
         group: &[SourceSegment],
         mut cleaned: Segment,
+        dropped_aborts: &[(i64, i64)],
     ) -> Result<bool, LogError> {
         let active = self.active().base_offset;
         let unchanged = group.iter().all(|s| {
@@ -333,31 +354,62 @@ impl Log {
             return Ok(false);
         }
         let base = group[0].base;
-        // The aborted transactions of every segment of the group move to the one left:
-        // a clean start reads them from the `.txnindex` files.
+        // The aborted transactions of every segment of the group, but those whose marker
+        // went, move to the one left: a clean start reads them from the `.txnindex` files.
         let mut txn = Vec::new();
         for s in group {
             match std::fs::read(self.txn_index_path(s.base)) {
-                Ok(b) => txn.extend_from_slice(&b),
+                Ok(b) => txn.extend(AbortedTxn::decode_all(&b)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let _ = cleaned.discard_cleaned();
+                    return Err(e.into());
+                }
             }
         }
-        if group.len() > 1 && !txn.is_empty() {
-            let path = self.txn_index_path(base);
-            let tmp = path.with_extension("txnindex.cleaned");
-            std::fs::write(&tmp, &txn)?;
-            std::fs::rename(&tmp, &path)?;
+        let read = txn.len();
+        txn.retain(|a| !dropped_aborts.contains(&(a.producer_id, a.last_offset)));
+        let txn_path = self.txn_index_path(base);
+        let txn_tmp = txn_path.with_extension(format!("txnindex{}", super::segment::CLEANED));
+        let rewrite_txn = group.len() > 1 || txn.len() != read;
+        if rewrite_txn && !txn.is_empty() {
+            let mut buf = bytes::BytesMut::new();
+            for a in &txn {
+                a.encode(&mut buf);
+            }
+            if let Err(e) = std::fs::write(&txn_tmp, &buf) {
+                let _ = std::fs::remove_file(&txn_tmp);
+                let _ = cleaned.discard_cleaned();
+                return Err(e.into());
+            }
         }
         // Once the copy's log has its name it is the segment, whatever else fails: the
         // map follows the disk.
         if let Err(e) = cleaned.install_cleaned_log() {
             let _ = cleaned.discard_cleaned();
+            let _ = std::fs::remove_file(&txn_tmp);
             return Err(e.into());
         }
         if let Err(e) = cleaned.install_cleaned_indexes() {
             tracing::warn!(dir = %self.dir.display(), segment = base, "cleaned indexes not installed (rebuilt at the next start): {e}");
         }
+        if rewrite_txn {
+            let r = if txn.is_empty() {
+                match std::fs::remove_file(&txn_path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    r => r,
+                }
+            } else {
+                std::fs::rename(&txn_tmp, &txn_path)
+            };
+            if let Err(e) = r {
+                // The next start must not trust the `.txnindex` files: no producer
+                // snapshot is written, so it rebuilds them from the log.
+                tracing::warn!(dir = %self.dir.display(), segment = base, "aborted-transaction index not rewritten (rebuilt at the next start): {e}");
+                self.txn_index_stale = true;
+            }
+        }
+        self.producers.forget_aborted(dropped_aborts);
         // The copy is in place before the segments it replaces go: after a crash in
         // between, opening the log drops the segments it overlaps. If the directory
         // cannot be synced their files stay, for that start to drop.
@@ -447,7 +499,7 @@ pub fn build_offset_map(plan: &mut CleaningPlan, budget: usize) -> Result<Offset
 }
 
 /// What became of the records of one rewritten group.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GroupStats {
     /// Records read.
     pub records_read: u64,
@@ -455,6 +507,8 @@ pub struct GroupStats {
     pub records_kept: u64,
     /// The earliest delete horizon of the tombstones kept, when some are.
     pub delete_horizon_ms: Option<i64>,
+    /// Producer id and offset of each abort marker dropped.
+    pub dropped_aborts: Vec<(i64, i64)>,
 }
 
 /// The earlier of two delete horizons, either of which may be unknown.
@@ -568,12 +622,13 @@ fn put_record(
 }
 
 /// A transaction marker as it is to be kept. While a data batch of its transaction is
-/// in the log the marker stays as it is. Once none is, a commit marker stays for
+/// in the log the marker stays as it is. Once none is, it stays for
 /// `delete.retention.ms` (a delete horizon, as for tombstones) so that consumers reading
-/// the transaction's records meanwhile still see it end, and then goes. Abort markers
-/// stay: the aborted-transaction index still names their transactions, and a
-/// `read_committed` consumer told of one skips the producer's transactional batches
-/// until it sees the marker.
+/// the transaction's records meanwhile still see it end, and then goes. A dropped abort
+/// marker is noted in `stats`: its transaction must leave the aborted-transaction index
+/// with it, or a `read_committed` consumer told of it would skip the producer's
+/// transactional batches after it until it saw a marker, a later committed
+/// transaction's included.
 fn retained_marker(
     plan: &mut CleaningPlan,
     h: &BatchHeader,
@@ -581,13 +636,15 @@ fn retained_marker(
     stats: &mut GroupStats,
 ) -> Result<Option<Vec<u8>>, LogError> {
     let kept_data = plan.txn_kept_data.remove(&h.producer_id).unwrap_or(false);
-    let commit = batch::control_type(&bytes[HEADER_LEN..]) == Some(batch::MARKER_COMMIT);
     let holds_epoch = plan.marker_epochs.get(&h.producer_id) == Some(&h.producer_epoch);
-    if kept_data || !commit || holds_epoch {
+    if kept_data || holds_epoch {
         return Ok(Some(bytes.to_vec()));
     }
     if h.attributes & batch::DELETE_HORIZON != 0 {
         if h.base_timestamp <= plan.now_ms {
+            if batch::control_type(&bytes[HEADER_LEN..]) == Some(batch::MARKER_ABORT) {
+                stats.dropped_aborts.push((h.producer_id, h.base_offset));
+            }
             return Ok(None);
         }
         stats.delete_horizon_ms = earlier(stats.delete_horizon_ms, Some(h.base_timestamp));
@@ -745,7 +802,7 @@ mod tests {
         let mut horizon = None;
         for g in plan.groups() {
             let (seg, stats) = write_group(&mut plan, &map, &g, now).unwrap();
-            assert!(log.install_cleaned(&g, seg).unwrap());
+            assert!(log.install_cleaned(&g, seg, &stats.dropped_aborts).unwrap());
             horizon = earlier(horizon, stats.delete_horizon_ms);
         }
         log.set_cleaned_to(plan.first_uncleanable);
@@ -1004,7 +1061,7 @@ mod tests {
         // DeleteRecords dropped the group's first segment meanwhile.
         log.delete_records_before(log.segment_bases()[1]).unwrap();
         let before = contents(&log);
-        assert!(!log.install_cleaned(&group, seg).unwrap());
+        assert!(!log.install_cleaned(&group, seg, &[]).unwrap());
         assert_eq!(contents(&log), before);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -1307,5 +1364,131 @@ mod tests {
         drop(log);
         let log = open(dir.path(), cfg(), false);
         assert_eq!(log.producer_state().producer(6).unwrap().epoch, 1);
+    }
+
+    #[test]
+    fn max_compaction_lag_counts_from_a_dirty_segments_first_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[
+            ("min.cleanable.dirty.ratio", "0.99"),
+            ("max.compaction.lag.ms", "5000"),
+        ]);
+        let mut log = open(dir.path(), cfg, true);
+        for i in 0..20 {
+            let k = format!("key-{i}");
+            append(
+                &mut log,
+                &[(&k, Some("a value of some length"))],
+                1_000,
+                Compression::None,
+            );
+        }
+        log.roll(1_000).unwrap();
+        assert!(clean(&mut log, 2_000));
+        // A small dirty segment: far under the ratio, so only the lag can get it cleaned.
+        append(
+            &mut log,
+            &[("key-0", Some("new"))],
+            3_000,
+            Compression::None,
+        );
+        append(
+            &mut log,
+            &[("key-1", Some("new"))],
+            7_500,
+            Compression::None,
+        );
+        log.roll(7_500).unwrap();
+        log.flush_all(7_500).unwrap();
+        assert!(
+            log.cleaning_plan(7_999).is_none(),
+            "4.999 s since the first batch"
+        );
+        let plan = log.cleaning_plan(8_000).expect("5 s since the first batch");
+        assert_eq!(plan.first_dirty, 20);
+        assert!(clean(&mut log, 8_000));
+        let c = latest(&contents(&log));
+        assert_eq!(c.len(), 20);
+        assert_eq!(c["key-0"].as_deref(), Some("new"));
+        assert!(
+            log.cleaning_plan(100_000).is_none(),
+            "nothing dirty is left"
+        );
+    }
+
+    #[test]
+    fn an_abort_marker_goes_with_its_txnindex_entry_once_its_data_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |seg: &str| config(&[("delete.retention.ms", "1000"), ("segment.bytes", seg)]);
+        let mut log = open(dir.path(), cfg("150"), true);
+        let append_txn = |log: &mut Log, key: &str, seq: i32| {
+            let b = batch(&[(key, Some("t"))], 1_000, Compression::None, 5, seq, true);
+            let v = validate_produce(&b, 1 << 20).unwrap();
+            log.append(&b, &v, 1_000).unwrap();
+        };
+        // Producer 5 aborts one transaction, then commits another; small segments.
+        append_txn(&mut log, "k", 0);
+        let abort = log.append_marker(5, 0, false, 0, 1_000).unwrap();
+        append_txn(&mut log, "m", 1);
+        log.append_marker(5, 0, true, 0, 1_000).unwrap();
+        append(&mut log, &[("z", Some("plain"))], 1_000, Compression::None);
+        log.roll(1_000).unwrap();
+        let end = log.log_end_offset();
+        let aborted = |log: &Log| {
+            log.aborted_between(0, end)
+                .iter()
+                .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(aborted(&log), [(5, 0, abort)]);
+        // The segments are cleaned in one group: the abort marker outlives its data for
+        // delete.retention.ms, and so does its transaction in the merged `.txnindex`.
+        log.set_config(cfg("100000"));
+        assert!(clean(&mut log, 2_000));
+        assert_eq!(
+            batches(&log),
+            [
+                (1, true, true),
+                (2, false, false),
+                (3, true, false),
+                (4, false, false)
+            ]
+        );
+        assert_eq!(aborted(&log), [(5, 0, abort)]);
+        let reopen = |log: Log, clean: bool| {
+            let mut log = log;
+            log.flush_all(2_500).unwrap();
+            if clean {
+                log.write_producer_snapshot().unwrap();
+            }
+            drop(log);
+            open(dir.path(), cfg("100000"), clean)
+        };
+        let mut log = reopen(log, true);
+        assert_eq!(aborted(&log), [(5, 0, abort)], "read from the .txnindex");
+        // Once the horizon passed the marker goes, and its transaction with it.
+        assert!(clean(&mut log, 3_000));
+        assert_eq!(
+            batches(&log),
+            [(2, false, false), (3, true, false), (4, false, false)]
+        );
+        assert_eq!(aborted(&log), []);
+        let mut txn_files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".txnindex"));
+        assert_eq!(txn_files.next(), None);
+        let log = reopen(log, true);
+        assert_eq!(aborted(&log), []);
+        let log = reopen(log, false);
+        assert_eq!(aborted(&log), []);
+        assert_eq!(log.last_stable_offset(), log.log_end_offset());
+        assert_eq!(
+            latest(&contents(&log)).into_iter().collect::<Vec<_>>(),
+            [
+                ("m".into(), Some("t".into())),
+                ("z".into(), Some("plain".into()))
+            ]
+        );
     }
 }

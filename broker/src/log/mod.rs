@@ -139,6 +139,9 @@ pub struct Log {
     /// When the earliest tombstone the cleaner kept may go (unknown after a restart
     /// until the log's next pass).
     delete_horizon_ms: Option<i64>,
+    /// A `.txnindex` file may not match the log (the cleaner failed to rewrite one): the
+    /// next start must rebuild them, so no producer snapshot is written.
+    txn_index_stale: bool,
 }
 
 impl Log {
@@ -240,6 +243,7 @@ impl Log {
             dirty: !clean,
             first_dirty: 0,
             delete_horizon_ms: None,
+            txn_index_stale: false,
         };
         let first_base = log.segments.keys().next().copied().unwrap_or(0);
         let end = log.log_end_offset();
@@ -363,6 +367,9 @@ impl Log {
     /// from the log instead, so durability is not needed and 1,000 partitions do not cost
     /// 2,000 fsyncs at shutdown.
     pub fn write_producer_snapshot(&self) -> Result<(), LogError> {
+        if self.txn_index_stale {
+            return Ok(());
+        }
         let path = self.snapshot_path(self.log_end_offset());
         let tmp = path.with_extension("snapshot.tmp");
         std::fs::write(&tmp, self.producers.snapshot())?;

@@ -387,6 +387,15 @@ impl ProducerState {
         self.aborted = aborted;
     }
 
+    /// Forgets the aborted transactions whose markers (producer id, offset) the log
+    /// cleaner removed.
+    pub fn forget_aborted(&mut self, markers: &[(i64, i64)]) {
+        if !markers.is_empty() {
+            self.aborted
+                .retain(|a| !markers.contains(&(a.producer_id, a.last_offset)));
+        }
+    }
+
     /// Forgets aborted transactions wholly below the log start offset.
     pub fn prune_below(&mut self, log_start_offset: i64) {
         self.aborted.retain(|a| a.last_offset >= log_start_offset);
