@@ -37,6 +37,17 @@ def _create(ck_admin, bootstrap, topic, **configs):
     fut.result(timeout=20)
 
 
+def _compacted_topic(broker, prefix, **configs):
+    """A new one-partition compacted topic whose segments roll every 100 ms and are cleaned
+    at any dirty ratio."""
+    from confluent_kafka.admin import AdminClient
+    topic = unique_topic(prefix)
+    _create(AdminClient, broker.bootstrap, topic, **{
+        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+        **configs})
+    return topic
+
+
 def _produce(ck, bootstrap, records, compression):
     """Produces (key, value) pairs, one flush per call; returns [(key, value, offset)]."""
     p = ck.Producer({"bootstrap.servers": bootstrap, "compression.type": compression,
@@ -81,12 +92,8 @@ def _read_all(ck, bootstrap, topic, end):
 
 def test_the_cleaner_keeps_each_keys_last_record_and_clients_read_it(cleaner_broker, java_env):
     ck = require_module("confluent_kafka")
-    from confluent_kafka.admin import AdminClient
     broker = cleaner_broker
-    topic = unique_topic("compact")
-    _create(AdminClient, broker.bootstrap, topic, **{
-        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
-        "index.interval.bytes": "100"})
+    topic = _compacted_topic(broker, "compact", **{"index.interval.bytes": "100"})
     acked = []
     for rnd in range(ROUNDS):
         keys = range(KEYS) if rnd < ROUNDS - 1 else range(0, KEYS, 3)
@@ -201,12 +208,8 @@ def test_an_aborted_transactions_marker_goes_and_read_committed_readers_still_se
     with it: a read_committed consumer told of an aborted transaction whose marker is gone
     would skip the same producer's later, committed records."""
     ck = require_module("confluent_kafka")
-    from confluent_kafka.admin import AdminClient
     broker = cleaner_broker
-    topic = unique_topic("compact-txn")
-    _create(AdminClient, broker.bootstrap, topic, **{
-        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
-        "delete.retention.ms": "500"})
+    topic = _compacted_topic(broker, "compact-txn", **{"delete.retention.ms": "500"})
     p = ck.Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique_topic("tx"),
                      "linger.ms": 5})
     p.init_transactions(30)
