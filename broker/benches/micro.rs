@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the produce/fetch hot path: batch validation (CRC, record walk,
-//! decompression), offset-index lookup, and request decoding.
+//! decompression), offset-index lookup, and request decoding; and of a log cleaner pass.
 //!
 //! `cargo bench -p runnel-broker --bench micro`
 
@@ -12,8 +12,11 @@ use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use runnel_api::Compression;
 use runnel_api::records::BatchBuilder;
+use runnel_broker::config::{TopicConfig, TopicDefaults};
 use runnel_broker::log::batch::{ProduceLimits, validate_produce_with};
+use runnel_broker::log::cleaner::{build_offset_map, write_group};
 use runnel_broker::log::index::OffsetIndex;
+use runnel_broker::log::{Log, LogCheckpoints};
 
 /// A batch of `n` records of `size` bytes, as a producer would send it.
 fn batch(n: usize, size: usize, codec: Compression) -> Bytes {
@@ -105,5 +108,73 @@ fn request_decoding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(micro, validation, index_lookup, request_decoding);
+/// One cleaner pass over 66 MiB: 200,000 distinct 36-byte keys, each written 3 times
+/// with a 64-byte value, 600 records a batch. The copy is written and thrown away, so
+/// every iteration cleans the same log.
+fn cleaner_pass(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = TopicConfig::new(
+        &TopicDefaults::default(),
+        [
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    )
+    .expect("config");
+    let mut log = Log::open(dir.path(), cfg, LogCheckpoints::default(), true, 0)
+        .expect("log opens")
+        .0;
+    let (keys, rounds, per_batch) = (200_000usize, 3usize, 600usize);
+    let value = vec![b'v'; 64];
+    let mut bytes = 0u64;
+    for _ in 0..rounds {
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(per_batch) {
+            let mut b = BatchBuilder::new();
+            for k in chunk {
+                let key = format!("{k:08x}-0000-4000-8000-{:012x}", 0);
+                b.append(1_000, Some(&key.as_bytes()[..36]), Some(&value), &[]);
+            }
+            let payload = b.build(Compression::None, -1, -1, -1);
+            bytes += payload.len() as u64;
+            let v = validate_produce_with(
+                &payload,
+                &ProduceLimits {
+                    max_message_bytes: 1 << 20,
+                    timestamps: None,
+                    keys_required: true,
+                },
+            )
+            .expect("valid");
+            log.append(&payload, &v, 1_000).expect("append");
+        }
+    }
+    log.roll(1_000).expect("roll");
+    log.flush_all(1_000).expect("flush");
+    let mut g = c.benchmark_group("log_cleaner");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("pass_600k_records_200k_keys", |b| {
+        b.iter(|| {
+            let mut plan = log.cleaning_plan(2_000).expect("dirty");
+            let map = build_offset_map(&mut plan, 128 << 20).expect("map");
+            for group in plan.groups() {
+                let (seg, _) = write_group(&mut plan, &map, &group, 2_000).expect("copy");
+                seg.discard_cleaned().expect("discard");
+            }
+            map.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    micro,
+    validation,
+    index_lookup,
+    request_decoding,
+    cleaner_pass
+);
 criterion_main!(micro);

@@ -29,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -128,11 +129,22 @@ impl CleaningPlan {
 }
 
 /// Key → offset of the key's last record in the dirty segments.
+///
+/// As Kafka's cleaner holds an MD5 digest of each key, the map holds a 128-bit digest:
+/// two SipHash-1-3 hashes under keys drawn at random for each map, so about 32 bytes a
+/// key whatever its length, and no allocation per key. Two keys that share a digest would
+/// let a record of one supersede the other's; for a pass over `n` keys the odds are about
+/// n²/2¹²⁹ (for a billion keys, 10⁻²¹), and the random keys leave producers no way to
+/// aim for one.
 #[derive(Debug, Default)]
 pub struct OffsetMap {
-    latest: HashMap<Box<[u8]>, i64>,
+    latest: HashMap<u128, i64, PreHashed>,
+    seeds: (RandomState, RandomState),
     bytes: usize,
 }
+
+/// Bytes the map counts per key: the entry (16 + 8) and the table's share around it.
+const MAP_ENTRY_BYTES: usize = 32;
 
 impl OffsetMap {
     /// Keys held.
@@ -145,14 +157,51 @@ impl OffsetMap {
         self.latest.is_empty()
     }
 
+    fn digest(&self, key: &[u8]) -> u128 {
+        ((self.seeds.0.hash_one(key) as u128) << 64) | self.seeds.1.hash_one(key) as u128
+    }
+
     fn insert(&mut self, key: &[u8], offset: i64) {
-        if let Some(o) = self.latest.get_mut(key) {
-            *o = offset;
-        } else {
-            // The key, the offset and the table's own share of memory per entry.
-            self.bytes += key.len() + 48;
-            self.latest.insert(key.into(), offset);
+        let d = self.digest(key);
+        if self.latest.insert(d, offset).is_none() {
+            self.bytes += MAP_ENTRY_BYTES;
         }
+    }
+
+    /// The offset of the last record of `key` the map saw.
+    fn get(&self, key: &[u8]) -> Option<i64> {
+        self.latest.get(&self.digest(key)).copied()
+    }
+}
+
+/// The map's keys are digests already: their low 64 bits are the table's hash.
+#[derive(Debug, Default, Clone, Copy)]
+struct PreHashed;
+
+impl BuildHasher for PreHashed {
+    type Hasher = LowBits;
+
+    fn build_hasher(&self) -> LowBits {
+        LowBits(0)
+    }
+}
+
+struct LowBits(u64);
+
+impl Hasher for LowBits {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128`s are hashed here; any other input still gets a usable hash.
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
     }
 }
 
@@ -691,9 +740,8 @@ fn retained(
             let Some((ks, ke)) = r.key else { return false };
             let offset = h.base_offset + r.offset_delta as i64;
             let superseded = map
-                .latest
                 .get(&section[ks..ke])
-                .is_some_and(|latest| offset < *latest);
+                .is_some_and(|latest| offset < latest);
             !(superseded || r.tombstone && drop_tombstones)
         };
         if !flagged && spans.iter().any(|r| r.tombstone && keeps(r)) {
@@ -1490,5 +1538,22 @@ mod tests {
                 ("z".into(), Some("plain".into()))
             ]
         );
+    }
+
+    #[test]
+    fn the_key_map_holds_a_fixed_size_digest_per_key() {
+        let mut m = OffsetMap::default();
+        let long = vec![b'k'; 10_000];
+        m.insert(b"a", 1);
+        m.insert(&long, 2);
+        m.insert(b"a", 3);
+        m.insert(b"", 4);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.bytes, 3 * MAP_ENTRY_BYTES, "a key's length costs nothing");
+        assert_eq!(m.get(b"a"), Some(3));
+        assert_eq!(m.get(&long), Some(2));
+        assert_eq!(m.get(b""), Some(4));
+        assert_eq!(m.get(b"b"), None);
+        assert_eq!(m.get(&long[1..]), None);
     }
 }
