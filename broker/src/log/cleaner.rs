@@ -426,7 +426,11 @@ impl Log {
             for a in &txn {
                 a.encode(&mut buf);
             }
-            if let Err(e) = std::fs::write(&txn_tmp, &buf) {
+            let written = File::create(&txn_tmp).and_then(|mut f| {
+                io::Write::write_all(&mut f, &buf)?;
+                f.sync_data()
+            });
+            if let Err(e) = written {
                 let _ = std::fs::remove_file(&txn_tmp);
                 let _ = cleaned.discard_cleaned();
                 return Err(e.into());
@@ -465,6 +469,8 @@ impl Log {
         let synced = File::open(&self.dir).and_then(|d| d.sync_all());
         if let Err(e) = &synced {
             tracing::warn!(dir = %self.dir.display(), "directory sync failed; the cleaned segments' files stay: {e}");
+            // Nor is the `.txnindex` change known to be on disk.
+            self.txn_index_stale |= rewrite_txn;
         }
         self.segments.insert(base, cleaned);
         for s in &group[1..] {
@@ -686,12 +692,15 @@ fn retained_marker(
 ) -> Result<Option<Vec<u8>>, LogError> {
     let kept_data = plan.txn_kept_data.remove(&h.producer_id).unwrap_or(false);
     let holds_epoch = plan.marker_epochs.get(&h.producer_id) == Some(&h.producer_epoch);
-    if kept_data || holds_epoch {
+    let kind = batch::control_type(&bytes[HEADER_LEN..]);
+    let marker = matches!(kind, Some(batch::MARKER_COMMIT | batch::MARKER_ABORT));
+    // Control batches of any other type are not the cleaner's to drop.
+    if kept_data || holds_epoch || !marker {
         return Ok(Some(bytes.to_vec()));
     }
     if h.attributes & batch::DELETE_HORIZON != 0 {
         if h.base_timestamp <= plan.now_ms {
-            if batch::control_type(&bytes[HEADER_LEN..]) == Some(batch::MARKER_ABORT) {
+            if kind == Some(batch::MARKER_ABORT) {
                 stats.dropped_aborts.push((h.producer_id, h.base_offset));
             }
             return Ok(None);

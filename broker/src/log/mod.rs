@@ -367,10 +367,14 @@ impl Log {
     /// from the log instead, so durability is not needed and 1,000 partitions do not cost
     /// 2,000 fsyncs at shutdown.
     pub fn write_producer_snapshot(&self) -> Result<(), LogError> {
-        if self.txn_index_stale {
-            return Ok(());
-        }
         let path = self.snapshot_path(self.log_end_offset());
+        if self.txn_index_stale {
+            // Not even an older snapshot at this offset may be trusted.
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            };
+        }
         let tmp = path.with_extension("snapshot.tmp");
         std::fs::write(&tmp, self.producers.snapshot())?;
         std::fs::rename(&tmp, &path)?;
