@@ -1040,3 +1040,86 @@ async fn the_create_topic_policy_refuses_with_policy_violation() {
         ResponseError::PolicyViolation.code()
     );
 }
+
+#[tokio::test]
+async fn describe_log_dirs_gives_each_partitions_size_and_the_disks_space() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), &[]).await;
+    let mut c = b.conn().await;
+    let created = create_topic(&mut c, "sized", 2, &[]).await;
+    assert_eq!(created.error_code, 0, "{:?}", created.error_message);
+    let r = produce(
+        &mut c,
+        "sized",
+        1,
+        batch(5, Compression::None, 0),
+        9,
+        created.topic_id,
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    let on_disk = |p: i32| -> i64 {
+        std::fs::read_dir(dir.path().join(format!("sized-{p}")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .map(|p| std::fs::metadata(p).unwrap().len() as i64)
+            .sum()
+    };
+    assert!(on_disk(1) > 0);
+
+    // Every partition (topics null), v4 with the file system's space.
+    let resp = c
+        .send(DescribeLogDirsRequest::default().with_topics(None), 4)
+        .await
+        .unwrap();
+    assert_eq!(resp.error_code, 0);
+    assert_eq!(resp.results.len(), 1);
+    let d = &resp.results[0];
+    assert_eq!(d.error_code, 0);
+    assert_eq!(d.log_dir.as_str(), dir.path().display().to_string());
+    assert!(
+        d.total_bytes > 0 && d.usable_bytes >= 0 && d.usable_bytes <= d.total_bytes,
+        "{d:?}"
+    );
+    let t = d
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "sized")
+        .unwrap();
+    let mut sizes: Vec<(i32, i64)> = t
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, [(0, on_disk(0)), (1, on_disk(1))]);
+
+    // Named partitions, v1: one that exists, two that do not (left out, as Kafka does).
+    let resp = c
+        .send(
+            DescribeLogDirsRequest::default().with_topics(Some(vec![
+                DescribableLogDirTopic::default()
+                    .with_topic(TopicName(s("sized")))
+                    .with_partitions(vec![1, 7]),
+                DescribableLogDirTopic::default()
+                    .with_topic(TopicName(s("nope")))
+                    .with_partitions(vec![0]),
+            ])),
+            1,
+        )
+        .await
+        .unwrap();
+    let d = &resp.results[0];
+    let got: Vec<(String, i32, i64)> = d
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index, p.partition_size))
+        })
+        .collect();
+    assert_eq!(got, [("sized".to_string(), 1, on_disk(1))]);
+}

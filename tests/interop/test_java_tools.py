@@ -22,6 +22,7 @@ CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer"
 CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"
 API_VERSIONS_CMD = "org.apache.kafka.tools.BrokerApiVersionsCommand"
+LOG_DIRS_CMD = "org.apache.kafka.tools.LogDirsCommand"
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
@@ -233,6 +234,36 @@ def test_broker_api_versions_command(java_env, broker):
     assert 18 in seen, r.stdout
     wrong = {k: v for k, v in seen.items() if k not in ref or ref[k][1:] != v}
     assert not wrong, f"ranges differ from Apache Kafka 4.x ({{key: (min, max)}}): {wrong}\n{r.stdout}"
+
+
+def test_log_dirs_command_shows_each_partitions_size_on_disk(java_env, broker):
+    import json
+    topic = unique_topic("logdirs")
+    create_topic(broker, topic, 3)
+    run_ok(broker, PRODUCER_PERF, "--topic", topic, "--num-records", "3000", "--record-size", "100",
+           "--throughput", "-1", "--producer-props", f"bootstrap.servers={broker.bootstrap}", "acks=all",
+           bootstrap=False, timeout=180)
+
+    def described(*args):
+        r = run_ok(broker, LOG_DIRS_CMD, "--describe", *args)
+        line = next((l for l in r.stdout.splitlines() if l.startswith("{")), None)
+        assert line, r.report(broker, "LogDirsCommand --describe")
+        return json.loads(line)
+
+    def on_disk(p):
+        return sum(f.stat().st_size for f in (broker.data_dir / f"{topic}-{p}").glob("*.log"))
+
+    out = described("--topic-list", topic)
+    [b] = out["brokers"]
+    [d] = b["logDirs"]
+    assert d["error"] is None and pathlib.Path(d["logDir"]) == broker.data_dir.resolve(), d
+    sizes = {p["partition"]: p["size"] for p in d["partitions"]}
+    assert sizes == {f"{topic}-{p}": on_disk(p) for p in range(3)}, sizes
+    assert sum(sizes.values()) > 3000 * 100, sizes
+    assert all(p["offsetLag"] == 0 and p["isFuture"] is False for p in d["partitions"]), d
+    # Without --topic-list every partition the broker hosts is listed.
+    everything = {p["partition"] for p in described()["brokers"][0]["logDirs"][0]["partitions"]}
+    assert set(sizes) <= everything, everything
 
 
 # --------------------------------------------------------------------------- DumpLogSegments
