@@ -265,8 +265,9 @@ async fn api_versions_advertises_kafka_4_ranges() {
     assert_eq!(range(ApiKey::JoinGroup), Some((0, 9)));
     assert_eq!(range(ApiKey::AddPartitionsToTxn), Some((0, 5)));
     assert_eq!(range(ApiKey::EndTxn), Some((0, 5)));
+    assert_eq!(range(ApiKey::DescribeAcls), Some((1, 3)));
     assert_eq!(
-        range(ApiKey::DescribeAcls),
+        range(ApiKey::DescribeUserScramCredentials),
         None,
         "unimplemented APIs are not advertised"
     );

@@ -23,6 +23,7 @@ CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"
 API_VERSIONS_CMD = "org.apache.kafka.tools.BrokerApiVersionsCommand"
 LOG_DIRS_CMD = "org.apache.kafka.tools.LogDirsCommand"
+ACL_CMD = "org.apache.kafka.tools.AclCommand"
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
@@ -264,6 +265,23 @@ def test_log_dirs_command_shows_each_partitions_size_on_disk(java_env, broker):
     # Without --topic-list every partition the broker hosts is listed.
     everything = {p["partition"] for p in described()["brokers"][0]["logDirs"][0]["partitions"]}
     assert set(sizes) <= everything, everything
+
+
+def test_acl_command_says_security_is_disabled_as_kafka_without_an_authorizer_does(java_env, broker):
+    """Runnel has no authorizer; kafka-acls gets the answers Apache Kafka gives when
+    authorizer.class.name is unset (checked against Kafka 4.1.1 itself)."""
+    for args, message in [
+        (["--list"], "No Authorizer is configured on the broker"),
+        (["--add", "--allow-principal", "User:alice", "--operation", "Read", "--topic", "t"],
+         "No Authorizer is configured."),
+        (["--remove", "--force", "--allow-principal", "User:alice", "--operation", "Read", "--topic", "t"],
+         "No Authorizer is configured."),
+    ]:
+        r = tool(ACL_CMD, *args, bootstrap=broker.bootstrap, timeout=60)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, r.report(broker, f"AclCommand {' '.join(args)} should exit 1")
+        assert f"Error while executing ACL command: org.apache.kafka.common.errors.SecurityDisabledException: {message}" \
+            in out, r.report(broker, f"AclCommand {' '.join(args)}")
 
 
 # --------------------------------------------------------------------------- DumpLogSegments

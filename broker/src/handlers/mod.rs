@@ -1,6 +1,7 @@
 //! One file per Kafka API. Each handler is a function from the broker and a typed
 //! request to a typed response; `server` does the framing.
 
+pub mod acls;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod api_versions;
@@ -64,6 +65,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -223,6 +227,9 @@ pub async fn dispatch(
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(list_transactions::handle(broker, r))
         }
+        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(r)),
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(r)),
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(r)),
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, r))
         }
