@@ -1124,3 +1124,113 @@ async fn describe_log_dirs_gives_each_partitions_size_and_the_disks_space() {
         .collect();
     assert_eq!(got, [("sized".to_string(), 1, on_disk(1))]);
 }
+
+#[tokio::test]
+async fn reassignments_on_one_node_accept_only_the_assignment_there_is() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), &[("node.id", "3")]).await;
+    let mut c = b.conn().await;
+    assert_eq!(create_topic(&mut c, "moved", 1, &[]).await.error_code, 0);
+    let ask = |topic: &str, replicas: Option<Vec<i32>>, allow_rf_change: bool| {
+        AlterPartitionReassignmentsRequest::default()
+            .with_allow_replication_factor_change(allow_rf_change)
+            .with_topics(vec![
+                ReassignableTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partitions(vec![
+                        ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect())),
+                    ]),
+            ])
+    };
+    let cases = [
+        ("moved", Some(vec![3]), true, 0),
+        (
+            "moved",
+            None,
+            true,
+            ResponseError::NoReassignmentInProgress.code(),
+        ),
+        (
+            "moved",
+            Some(vec![]),
+            true,
+            ResponseError::InvalidReplicaAssignment.code(),
+        ),
+        (
+            "moved",
+            Some(vec![2]),
+            true,
+            ResponseError::InvalidReplicaAssignment.code(),
+        ),
+        (
+            "moved",
+            Some(vec![3, 3]),
+            true,
+            ResponseError::InvalidReplicaAssignment.code(),
+        ),
+        (
+            "moved",
+            Some(vec![3, 4]),
+            false,
+            ResponseError::InvalidReplicationFactor.code(),
+        ),
+        (
+            "gone",
+            Some(vec![3]),
+            true,
+            ResponseError::UnknownTopicOrPartition.code(),
+        ),
+    ];
+    for (topic, replicas, allow, want) in cases {
+        let resp = c
+            .send(ask(topic, replicas.clone(), allow), 1)
+            .await
+            .unwrap();
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(
+            p.error_code, want,
+            "{topic} {replicas:?}: {:?}",
+            p.error_message
+        );
+    }
+    let listed = c
+        .send(ListPartitionReassignmentsRequest::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!((listed.error_code, listed.topics.len()), (0, 0));
+
+    // Broker configs: deleting one (none is dynamic) succeeds, setting one is refused.
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let alter = |op: i8, name: &str| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(s(name))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(s("leader.replication.throttled.rate"))
+                        .with_config_operation(op)
+                        .with_value(Some(s("100"))),
+                ]),
+        ])
+    };
+    for (op, name, want) in [
+        (1, "3", 0),
+        (1, "", 0),
+        (0, "3", ResponseError::InvalidRequest.code()),
+        (1, "9", ResponseError::InvalidRequest.code()),
+    ] {
+        let resp = c.send(alter(op, name), 1).await.unwrap();
+        assert_eq!(
+            resp.responses[0].error_code, want,
+            "op {op} on broker {name:?}"
+        );
+    }
+}

@@ -24,6 +24,8 @@ PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance"
 API_VERSIONS_CMD = "org.apache.kafka.tools.BrokerApiVersionsCommand"
 LOG_DIRS_CMD = "org.apache.kafka.tools.LogDirsCommand"
 ACL_CMD = "org.apache.kafka.tools.AclCommand"
+ELECTION_CMD = "org.apache.kafka.tools.LeaderElectionCommand"
+REASSIGN_CMD = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
@@ -282,6 +284,50 @@ def test_acl_command_says_security_is_disabled_as_kafka_without_an_authorizer_do
         assert r.returncode == 1, r.report(broker, f"AclCommand {' '.join(args)} should exit 1")
         assert f"Error while executing ACL command: org.apache.kafka.common.errors.SecurityDisabledException: {message}" \
             in out, r.report(broker, f"AclCommand {' '.join(args)}")
+
+
+def test_leader_election_and_reassignment_tools_on_a_single_node(java_env, broker, tmp_path):
+    """kafka-leader-election and kafka-reassign-partitions print and exit as against a
+    single-node Apache Kafka 4.1.1 (outputs checked against it): every partition already
+    has its preferred leader, and [node.id] is the only assignment there can be."""
+    import json
+    topic = unique_topic("elect")
+    create_topic(broker, topic, 2)
+
+    def run(main, *args):
+        r = tool(main, *args, bootstrap=broker.bootstrap, timeout=60)
+        assert r.returncode is not None, r.report(broker, f"{main} {' '.join(args)}")
+        return r.returncode, r.stdout + r.stderr
+
+    rc, out = run(ELECTION_CMD, "--election-type", "PREFERRED", "--topic", topic, "--partition", "0")
+    assert rc == 0 and f"Valid replica already elected for partitions {topic}-0" in out, out[-2000:]
+    rc, out = run(ELECTION_CMD, "--election-type", "UNCLEAN", "--topic", topic, "--partition", "1")
+    assert rc == 0 and f"Valid replica already elected for partitions {topic}-1" in out, out[-2000:]
+    rc, out = run(ELECTION_CMD, "--election-type", "PREFERRED", "--all-topic-partitions")
+    assert rc == 0 and "could not be elected" not in out, out[-2000:]
+    rc, out = run(ELECTION_CMD, "--election-type", "PREFERRED", "--topic", "no-such-topic", "--partition", "0")
+    assert rc == 1 and "UnknownTopicOrPartitionException: No such topic as no-such-topic" in out, out[-2000:]
+
+    rc, out = run(REASSIGN_CMD, "--list")
+    assert rc == 0 and "No partition reassignments found." in out, out[-2000:]
+
+    def plan(name, replicas, t=topic):
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps({"version": 1, "partitions": [{"topic": t, "partition": 0, "replicas": replicas}]}))
+        return str(f)
+
+    same = plan("same", [1])
+    rc, out = run(REASSIGN_CMD, "--execute", "--reassignment-json-file", same)
+    assert rc == 0 and f"Successfully started partition reassignment for {topic}-0" in out, out[-2000:]
+    rc, out = run(REASSIGN_CMD, "--verify", "--reassignment-json-file", same)
+    assert rc == 0 and f"Reassignment of partition {topic}-0 is completed." in out, out[-2000:]
+    assert f"Clearing topic-level throttles on topic {topic}" in out, out[-2000:]
+    rc, out = run(REASSIGN_CMD, "--cancel", "--reassignment-json-file", same)
+    assert rc == 0 and "None of the specified partition reassignments are active." in out, out[-2000:]
+    rc, out = run(REASSIGN_CMD, "--execute", "--reassignment-json-file", plan("bad", [2]))
+    assert rc == 1 and "Unknown broker id 2" in out, out[-2000:]
+    rc, out = run(REASSIGN_CMD, "--execute", "--reassignment-json-file", plan("nope", [1], "no-such-topic"))
+    assert rc == 1 and "UnknownTopicOrPartitionException: Topic no-such-topic not found." in out, out[-2000:]
 
 
 # --------------------------------------------------------------------------- DumpLogSegments

@@ -1,4 +1,5 @@
-//! IncrementalAlterConfigs for topic configs: SET, DELETE, APPEND, SUBTRACT.
+//! IncrementalAlterConfigs for topic configs: SET, DELETE, APPEND, SUBTRACT; for broker
+//! configs only DELETE (none has a dynamic value).
 
 use std::sync::Arc;
 
@@ -36,11 +37,25 @@ pub async fn handle(
         match r.resource_type {
             RESOURCE_TOPIC => {}
             RESOURCE_BROKER => {
-                responses.push(fail(
-                    ResponseError::InvalidRequest.code(),
-                    "Dynamic broker configs are not supported yet; set them in server.properties"
-                        .into(),
-                ));
+                // No broker config has a dynamic value here, so deleting them is the no-op
+                // Kafka answers with success: what `kafka-reassign-partitions --verify`
+                // does to clear replication throttles.
+                let this_broker = name.is_empty() || name == broker.config.node_id.to_string();
+                let only_deletes = r.configs.iter().all(|c| c.config_operation == OP_DELETE);
+                responses.push(if !this_broker {
+                    fail(
+                        ResponseError::InvalidRequest.code(),
+                        format!("Unexpected broker id, expected {}", broker.config.node_id),
+                    )
+                } else if only_deletes {
+                    base
+                } else {
+                    fail(
+                        ResponseError::InvalidRequest.code(),
+                        "Dynamic broker configs are not supported yet; set them in server.properties"
+                            .into(),
+                    )
+                });
                 continue;
             }
             other => {

@@ -31,6 +31,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod partition_leadership;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
@@ -73,6 +74,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::AddPartitionsToTxn, 0, 5),
@@ -230,6 +234,15 @@ pub async fn dispatch(
         RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(r)),
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(r)),
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(r)),
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(partition_leadership::elect_leaders(broker, r))
+        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            partition_leadership::alter_reassignments(broker, r),
+        ),
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(partition_leadership::list_reassignments(r))
+        }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, r))
         }
