@@ -23,6 +23,20 @@ fn open(dir: &std::path::Path, extra: &[(&str, &str)]) -> Arc<Broker> {
     Broker::open(BrokerConfig::from_pairs(&pairs).unwrap()).unwrap()
 }
 
+/// A broker with topic "t" of `partitions` partitions.
+async fn open_with_topic(
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+    partitions: i32,
+) -> Arc<Broker> {
+    let broker = open(dir, extra);
+    broker
+        .create_topic("t", partitions, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    broker
+}
+
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
@@ -191,11 +205,7 @@ async fn fetch_waiting(
 #[tokio::test]
 async fn a_retried_batch_is_not_written_twice_even_after_an_unclean_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path(), &[]);
-    broker
-        .create_topic("t", 1, 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let broker = open_with_topic(dir.path(), &[], 1).await;
     let pid = broker.next_producer_id().unwrap();
     assert_eq!(
         produce(&broker, "t", 0, batch(pid, 0, 0, 5, false, "a")).await,
@@ -265,11 +275,7 @@ async fn a_retried_batch_is_not_written_twice_even_after_an_unclean_restart() {
 #[tokio::test]
 async fn aborted_transactions_are_hidden_from_read_committed_and_the_lso_waits_for_open_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path(), &[]);
-    broker
-        .create_topic("t", 1, 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let broker = open_with_topic(dir.path(), &[], 1).await;
     let (code, pid, epoch) = init_txn(&broker, "tx", 60_000).await;
     assert_eq!((code, epoch), (0, 0));
     assert_eq!(
@@ -355,11 +361,7 @@ async fn until_a_fetch_waits(p: &runnel_broker::partition::Partition) {
 #[tokio::test]
 async fn a_waiting_read_committed_fetch_is_woken_by_the_commit_marker_of_its_partition_only() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path(), &[]);
-    broker
-        .create_topic("t", 2, 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let broker = open_with_topic(dir.path(), &[], 2).await;
     let (_, pid, epoch) = init_txn(&broker, "tx", 60_000).await;
     assert_eq!(add_partitions(&broker, "tx", pid, epoch, "t", &[0]), 0);
     assert_eq!(
@@ -446,11 +448,7 @@ async fn a_waiting_fetch_answers_at_once_when_its_topic_is_deleted() {
 #[tokio::test]
 async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path(), &[]);
-    broker
-        .create_topic("t", 1, 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let broker = open_with_topic(dir.path(), &[], 1).await;
     let (_, pid, e0) = init_txn(&broker, "tx", 60_000).await;
     assert_eq!(add_partitions(&broker, "tx", pid, e0, "t", &[0]), 0);
     assert_eq!(
@@ -495,11 +493,7 @@ async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
 #[tokio::test]
 async fn misuse_gets_kafkas_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path(), &[("transaction.max.timeout.ms", "60000")]);
-    broker
-        .create_topic("t", 1, 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let broker = open_with_topic(dir.path(), &[("transaction.max.timeout.ms", "60000")], 1).await;
     assert_eq!(
         init_txn(&broker, "tx", 60_001).await.0,
         50,
@@ -694,11 +688,7 @@ fn end_txn_v(
 #[tokio::test]
 async fn transactions_v2_add_partitions_implicitly_and_bump_the_epoch_at_every_end() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path(), &[]);
-    broker
-        .create_topic("t", 1, 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let broker = open_with_topic(dir.path(), &[], 1).await;
     let features = handlers::api_versions::handle(&broker, &ApiVersionsRequest::default(), 3);
     let finalized: Vec<(String, i16)> = features
         .finalized_features
@@ -779,11 +769,7 @@ async fn produce_v12(broker: &Arc<Broker>, records: Bytes) -> i16 {
 #[tokio::test]
 async fn with_transaction_version_0_nothing_joins_a_transaction_implicitly() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path(), &[("runnel.transaction.version", "0")]);
-    broker
-        .create_topic("t", 1, 1, BTreeMap::new())
-        .await
-        .unwrap();
+    let broker = open_with_topic(dir.path(), &[("runnel.transaction.version", "0")], 1).await;
     let features = handlers::api_versions::handle(&broker, &ApiVersionsRequest::default(), 3);
     assert!(features.finalized_features.is_empty());
     let (_, pid, e0) = init_txn(&broker, "v1", 60_000).await;
