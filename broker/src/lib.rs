@@ -21,6 +21,7 @@ pub mod config;
 pub mod group;
 pub mod handlers;
 pub mod log;
+pub mod loggers;
 pub mod partition;
 pub mod server;
 pub mod topics;

@@ -136,14 +136,7 @@ fn real_main() -> anyhow::Result<()> {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    runnel_broker::loggers::init(default_level);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

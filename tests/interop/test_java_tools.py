@@ -3,6 +3,7 @@ kafka-configs.sh, kafka-get-offsets.sh, kafka-console-producer/consumer.sh,
 kafka-producer-perf-test.sh, kafka-broker-api-versions.sh and kafka-dump-log.sh) run
 against Runnel, with their output checked as a Kafka user would read it."""
 
+import os
 import pathlib
 import random
 import re
@@ -328,6 +329,37 @@ def test_leader_election_and_reassignment_tools_on_a_single_node(java_env, broke
     assert rc == 1 and "Unknown broker id 2" in out, out[-2000:]
     rc, out = run(REASSIGN_CMD, "--execute", "--reassignment-json-file", plan("nope", [1], "no-such-topic"))
     assert rc == 1 and "UnknownTopicOrPartitionException: Topic no-such-topic not found." in out, out[-2000:]
+
+
+def test_broker_logger_levels_change_at_run_time_with_kafka_configs(java_env, fresh_broker):
+    if "RUNNEL_LOG" in os.environ:
+        pytest.skip("RUNNEL_LOG sets other starting levels than this test expects")
+    broker = fresh_broker  # its own: the levels changed here must not leak into other tests
+    broker.start()
+    entity = ["--entity-type", "broker-loggers", "--entity-name", "1"]
+
+    def levels():
+        r = run_ok(broker, CONFIG_CMD, "--describe", *entity)
+        return dict(re.findall(r"^  ([\w.]+)=(\w+) sensitive=", r.stdout, re.M))
+
+    before = levels()
+    assert before["root"] == "INFO" and before["runnel_broker.server"] == "INFO", before
+    assert "connection closed" not in broker.log_text()
+    run_ok(broker, CONFIG_CMD, "--alter", *entity, "--add-config", "runnel_broker.server=DEBUG")
+    now = levels()  # this tool's connection closes at DEBUG now
+    assert now["runnel_broker.server"] == "DEBUG" and now["root"] == "INFO", now
+    assert now["runnel_broker.log"] == "INFO", now
+    assert wait_for(lambda: "DEBUG" in broker.log_text() and "connection closed" in broker.log_text()), \
+        broker.log_text()[-2000:]
+
+    r = tool(CONFIG_CMD, "--alter", *entity, "--add-config", "runnel_broker.server=LOUD",
+             bootstrap=broker.bootstrap, timeout=60)
+    assert r.returncode == 1 and "not a supported log level" in r.stdout + r.stderr, r.report(broker)
+    r = tool(CONFIG_CMD, "--alter", *entity, "--delete-config", "root", bootstrap=broker.bootstrap, timeout=60)
+    assert r.returncode == 1 and "Removing the log level of the root logger is not allowed" in r.stdout + r.stderr, \
+        r.report(broker)
+    run_ok(broker, CONFIG_CMD, "--alter", *entity, "--delete-config", "runnel_broker.server")
+    assert levels() == before
 
 
 # --------------------------------------------------------------------------- DumpLogSegments

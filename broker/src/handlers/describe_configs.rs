@@ -1,4 +1,4 @@
-//! DescribeConfigs for topics and this broker.
+//! DescribeConfigs for topics, this broker and its loggers.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -14,6 +14,10 @@ use crate::config::TOPIC_CONFIG_KEYS;
 pub const RESOURCE_TOPIC: i8 = 2;
 /// Resource type BROKER.
 pub const RESOURCE_BROKER: i8 = 4;
+/// Resource type BROKER_LOGGER.
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+/// Config source: a broker logger's level.
+pub const CONFIG_SOURCE_BROKER_LOGGER: i8 = 6;
 /// Config source: a topic override.
 pub const CONFIG_SOURCE_TOPIC: i8 = 1;
 /// Config source: the broker's static config file.
@@ -184,6 +188,36 @@ pub fn handle(
                             CONFIG_SOURCE_DEFAULT
                         };
                         entry(&k, &v, source, vec![])
+                    })
+                    .collect();
+                results.push(base.with_configs(configs));
+            }
+            RESOURCE_BROKER_LOGGER => {
+                let levels = if name != broker.config.node_id.to_string() {
+                    Err(format!(
+                        "Unexpected broker id, expected {}",
+                        broker.config.node_id
+                    ))
+                } else {
+                    crate::loggers::current()
+                        .ok_or_else(|| "This broker's loggers are not configurable".to_string())
+                };
+                let levels = match levels {
+                    Ok(l) => l,
+                    Err(msg) => {
+                        results.push(
+                            base.with_error_code(ResponseError::InvalidRequest.code())
+                                .with_error_message(Some(sb(&msg))),
+                        );
+                        continue;
+                    }
+                };
+                let configs = levels
+                    .describe()
+                    .into_iter()
+                    .filter(|(k, _)| wanted(&r.configuration_keys, k))
+                    .map(|(k, v)| {
+                        entry(&k, &v, CONFIG_SOURCE_BROKER_LOGGER, vec![]).with_config_type(2)
                     })
                     .collect();
                 results.push(base.with_configs(configs));

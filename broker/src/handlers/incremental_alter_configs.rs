@@ -1,5 +1,6 @@
 //! IncrementalAlterConfigs for topic configs: SET, DELETE, APPEND, SUBTRACT; for broker
-//! configs only DELETE (none has a dynamic value).
+//! configs only DELETE (none has a dynamic value); for broker loggers SET and DELETE of
+//! their levels (see `crate::loggers`).
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_TOPIC};
 use super::sb;
 use crate::broker::Broker;
 
@@ -55,6 +56,46 @@ pub async fn handle(
                         "Dynamic broker configs are not supported yet; set them in server.properties"
                             .into(),
                     )
+                });
+                continue;
+            }
+            RESOURCE_BROKER_LOGGER => {
+                if name != broker.config.node_id.to_string() {
+                    responses.push(fail(
+                        ResponseError::InvalidRequest.code(),
+                        format!("Unexpected broker id, expected {}", broker.config.node_id),
+                    ));
+                    continue;
+                }
+                let changed = crate::loggers::update(req.validate_only, |levels| {
+                    for c in &r.configs {
+                        let logger = c.name.as_str();
+                        match (c.config_operation, c.value.as_ref()) {
+                            (OP_SET, Some(v)) => levels.set(logger, v.as_str())?,
+                            (OP_SET, None) => {
+                                return Err(format!("Null value not supported for : {logger}"));
+                            }
+                            (OP_DELETE, _) => levels.delete(logger)?,
+                            (op, _) => {
+                                return Err(format!(
+                                    "Operation {op} is not supported for broker loggers: only SET and DELETE"
+                                ));
+                            }
+                        }
+                    }
+                    Ok(())
+                });
+                responses.push(match changed {
+                    Ok(()) => {
+                        if !req.validate_only {
+                            tracing::info!(
+                                loggers = %r.configs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(","),
+                                "log levels changed"
+                            );
+                        }
+                        base
+                    }
+                    Err(msg) => fail(ResponseError::InvalidConfig.code(), msg),
                 });
                 continue;
             }
