@@ -25,10 +25,13 @@ pub const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
 /// Config source: a built-in default.
 pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
 
+/// Kafka's config type STRING.
+const CONFIG_TYPE_STRING: i8 = 2;
+
 /// Kafka's config type codes.
 fn config_type(key: &str) -> i8 {
     const BOOLEAN: i8 = 1;
-    const STRING: i8 = 2;
+    const STRING: i8 = CONFIG_TYPE_STRING;
     const INT: i8 = 3;
     const LONG: i8 = 5;
     const DOUBLE: i8 = 6;
@@ -217,7 +220,8 @@ pub fn handle(
                     .into_iter()
                     .filter(|(k, _)| wanted(&r.configuration_keys, k))
                     .map(|(k, v)| {
-                        entry(&k, &v, CONFIG_SOURCE_BROKER_LOGGER, vec![]).with_config_type(2)
+                        entry(&k, &v, CONFIG_SOURCE_BROKER_LOGGER, vec![])
+                            .with_config_type(CONFIG_TYPE_STRING)
                     })
                     .collect();
                 results.push(base.with_configs(configs));

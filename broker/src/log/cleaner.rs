@@ -422,10 +422,7 @@ impl Log {
         let txn_tmp = txn_path.with_extension(format!("txnindex{}", super::segment::CLEANED));
         let rewrite_txn = group.len() > 1 || txn.len() != read;
         if rewrite_txn && !txn.is_empty() {
-            let mut buf = bytes::BytesMut::new();
-            for a in &txn {
-                a.encode(&mut buf);
-            }
+            let buf = AbortedTxn::encode_all(&txn);
             let written = File::create(&txn_tmp).and_then(|mut f| {
                 io::Write::write_all(&mut f, &buf)?;
                 f.sync_data()

@@ -343,13 +343,7 @@ impl Log {
         for base in self.segment_bases() {
             let path = self.txn_index_path(base);
             match by_segment.get(&base) {
-                Some(list) => {
-                    let mut buf = bytes::BytesMut::new();
-                    for a in list {
-                        a.encode(&mut buf);
-                    }
-                    std::fs::write(&path, &buf)?;
-                }
+                Some(list) => std::fs::write(&path, AbortedTxn::encode_all(list))?,
                 None => match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -96,6 +96,15 @@ impl AbortedTxn {
         out.put_i64(self.last_stable_offset);
     }
 
+    /// The `.txnindex` bytes of `list`.
+    pub fn encode_all(list: &[Self]) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(list.len() * TXN_INDEX_ENTRY);
+        for a in list {
+            a.encode(&mut buf);
+        }
+        buf
+    }
+
     /// Reads entries until the bytes run out (a torn tail entry is dropped).
     pub fn decode_all(mut b: &[u8]) -> Vec<Self> {
         let mut out = Vec::new();
