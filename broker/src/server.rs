@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -22,11 +22,7 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::handlers::{self, Reply, RequestContext, api_versions};
-use crate::wire::{Chunk, frame_fetch_response};
-
-/// File regions smaller than this are read and written with the rest of the response:
-/// one write beats a write plus a sendfile for small data.
-const SENDFILE_MIN_BYTES: usize = 16 * 1024;
+use crate::wire::{Chunk, Outbox, frame_fetch_response};
 
 /// A connection idle this long drops a request buffer larger than [`IDLE_BUFFER_KEEP`]
 /// (busy connections reuse theirs for the next request).
@@ -205,8 +201,6 @@ enum Outgoing {
     Later(tokio::task::JoinHandle<Result<Option<Vec<Chunk>>, CloseReason>>),
 }
 
-type Writer = BufWriter<tokio::net::tcp::OwnedWriteHalf>;
-
 /// Answers that must go out before the next one: filled only while a deferred answer is
 /// outstanding, so a connection without fsyncs writes every answer as soon as it has it.
 #[derive(Default)]
@@ -232,7 +226,7 @@ impl Queue {
     }
 
     /// Writes the oldest answers that are ready, in order.
-    async fn write_ready(&mut self, writer: &mut Writer) -> Result<(), CloseReason> {
+    async fn write_ready(&mut self, writer: &mut Outbox) -> Result<(), CloseReason> {
         while let Some(front) = self.0.front() {
             if let Outgoing::Later(task) = front
                 && !task.is_finished()
@@ -240,7 +234,7 @@ impl Queue {
                 break;
             }
             if let Some(chunks) = self.next().await? {
-                write_chunks(writer, chunks).await?;
+                writer.write_chunks(chunks).await?;
             }
         }
         Ok(())
@@ -257,7 +251,7 @@ async fn connection(
     stream.set_nodelay(true).ok();
     let (r, w) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, r);
-    let mut writer = BufWriter::with_capacity(64 * 1024, w);
+    let mut writer = Outbox::new(w);
     // Requests are handled one at a time, in order. An answer waiting for an fsync is
     // queued and written when its task finishes, meanwhile the next requests are read
     // and handled; answers behind it queue too, so they all go out in request order.
@@ -268,14 +262,14 @@ async fn connection(
         loop {
             // Answers only leave the buffer when no further request is already here
             // (pipelined answers share a write), or before waiting.
-            if reader.buffer().is_empty() && !writer.buffer().is_empty() {
+            if reader.buffer().is_empty() && !writer.is_empty() {
                 writer.flush().await?;
             }
             // Wait for the next request, writing queued answers as they become ready.
             loop {
                 if queue.0.len() >= PIPELINE_DEPTH {
                     if let Some(chunks) = queue.next().await? {
-                        write_chunks(&mut writer, chunks).await?;
+                        writer.write_chunks(chunks).await?;
                     }
                     continue;
                 }
@@ -283,7 +277,7 @@ async fn connection(
                     biased;
                     out = queue.next() => {
                         if let Some(chunks) = out? {
-                            write_chunks(&mut writer, chunks).await?;
+                            writer.write_chunks(chunks).await?;
                         }
                         queue.write_ready(&mut writer).await?;
                         if reader.buffer().is_empty() {
@@ -323,7 +317,7 @@ async fn connection(
                     // earlier answers may go out while this request is handled
                     out = queue.next() => {
                         if let Some(chunks) = out? {
-                            write_chunks(&mut writer, chunks).await?;
+                            writer.write_chunks(chunks).await?;
                         }
                         writer.flush().await?;
                     }
@@ -331,7 +325,7 @@ async fn connection(
             };
             match out {
                 Outgoing::Ready(Some(chunks)) if queue.0.is_empty() => {
-                    write_chunks(&mut writer, chunks).await?
+                    writer.write_chunks(chunks).await?
                 }
                 Outgoing::Ready(None) if queue.0.is_empty() => {}
                 out => queue.0.push_back(out),
@@ -343,7 +337,7 @@ async fn connection(
     let drained: Result<(), CloseReason> = async {
         while !queue.0.is_empty() {
             if let Some(chunks) = queue.next().await? {
-                write_chunks(&mut writer, chunks).await?;
+                writer.write_chunks(chunks).await?;
             }
         }
         writer.flush().await?;
@@ -364,53 +358,6 @@ async fn connection(
         }
     }
     tracing::debug!("connection closed");
-}
-
-/// Writes a response; file regions go out with `sendfile` (zero-copy) after the bytes
-/// before them are flushed.
-async fn write_chunks(writer: &mut Writer, chunks: Vec<Chunk>) -> std::io::Result<()> {
-    for chunk in chunks {
-        match chunk {
-            Chunk::Bytes(b) => writer.write_all(&b).await?,
-            Chunk::File(s) if s.len < SENDFILE_MIN_BYTES => {
-                let bytes = s.read()?;
-                writer.write_all(&bytes).await?;
-            }
-            Chunk::File(s) => {
-                writer.flush().await?;
-                let stream: &TcpStream = writer.get_ref().as_ref();
-                let mut offset = s.position as i64;
-                let end = offset + s.len as i64;
-                while offset < end {
-                    stream.writable().await?;
-                    let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
-                        let count = (end - offset) as usize;
-                        nix::sys::sendfile::sendfile(
-                            stream,
-                            s.file.as_ref(),
-                            Some(&mut offset),
-                            count,
-                        )
-                        .map_err(std::io::Error::from)
-                    });
-                    match sent {
-                        Ok(0) => {
-                            // The response promised more bytes than the file holds; the
-                            // only safe thing left is to drop the connection.
-                            return Err(std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                "segment file ended before the fetch response did",
-                            ));
-                        }
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Decodes one request frame, runs its handler and encodes the response frame.
