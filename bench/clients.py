@@ -27,6 +27,7 @@ import glob
 import json
 import multiprocessing as mp
 import os
+import statistics
 import struct
 import sys
 import time
@@ -40,7 +41,10 @@ PRODUCER_CONF = {
     "delivery.report.only.error": True,
 }
 
-LATENCY_PRODUCER_CONF = {"acks": 1, "linger.ms": 1}
+# statistics.interval.ms: librdkafka reports, every second, the p99 of the time a record
+# waits inside the producer before its request is written (int_latency) and of the produce
+# round trip (rtt); the latency result carries the median of each over the window.
+LATENCY_PRODUCER_CONF = {"acks": 1, "linger.ms": 1, "statistics.interval.ms": 1000}
 LATENCY_CONSUMER_CONF = {"fetch.wait.max.ms": 10, "fetch.min.bytes": 1, "enable.auto.commit": False}
 
 
@@ -77,17 +81,31 @@ def cmd_produce(a) -> None:
     sys.exit(1 if n_err else 0)
 
 
-def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, t_end_ns, out_q):
+def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, warmup_ns, t_end_ns, out_q):
     from confluent_kafka import Producer
 
     errs = [0]
+    queue_p99, rtt_p99 = [], []
 
     def on_delivery(err, _msg):
         if err is not None:
             errs[0] += 1
 
+    def on_stats(raw):
+        # the broker entry whose int_latency counted the most records: the leader's
+        now = time.time_ns()
+        if not t_start_ns + warmup_ns + 1_000_000_000 <= now <= t_end_ns:
+            return
+        brokers = [b for b in json.loads(raw).get("brokers", {}).values() if "int_latency" in b]
+        if brokers:
+            b = max(brokers, key=lambda b: b["int_latency"].get("cnt", 0))
+            if b["int_latency"].get("cnt", 0) > 0:
+                queue_p99.append(b["int_latency"]["p99"] / 1e3)
+                rtt_p99.append(b["rtt"]["p99"] / 1e3)
+
     p = Producer({"bootstrap.servers": bootstrap, **LATENCY_PRODUCER_CONF,
-                  "delivery.report.only.error": True, "on_delivery": on_delivery})
+                  "delivery.report.only.error": True, "on_delivery": on_delivery,
+                  "stats_cb": on_stats})
     p.list_topics(topic, timeout=30)
     filler = b"x" * (size - 8)
     rate = rate_bytes / size  # records/s
@@ -112,7 +130,9 @@ def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, t_end_ns, 
         time.sleep(0.0005)
     elapsed = time.perf_counter() - begin
     left = p.flush(60)
-    out_q.put({"sent": sent, "elapsed": elapsed, "errors": errs[0] + left})
+    out_q.put({"sent": sent, "elapsed": elapsed, "errors": errs[0] + left,
+               "producer_queue_p99_ms": statistics.median(queue_p99) if queue_p99 else -1,
+               "produce_rtt_p99_ms": statistics.median(rtt_p99) if rtt_p99 else -1})
 
 
 def cmd_latency(a) -> None:
@@ -134,7 +154,8 @@ def cmd_latency(a) -> None:
     win_lo = t0 + int(a.warmup * 1e9)
     win_hi = win_lo + int(a.duration * 1e9)
     prod = ctx.Process(target=_latency_producer,
-                       args=(a.bootstrap, a.topic, a.rate_mb * 1e6, a.record_size, t0, win_hi, q))
+                       args=(a.bootstrap, a.topic, a.rate_mb * 1e6, a.record_size, t0,
+                             int(a.warmup * 1e9), win_hi, q))
     prod.start()
     lat_ns = []
     # With message.timestamp.type=LogAppendTime the broker stamps each batch when it
@@ -197,7 +218,9 @@ def cmd_latency(a) -> None:
            "target_mb_per_sec": a.rate_mb,
            "p50_ms": pct(lat_ns, 0.50), "p99_ms": pct(lat_ns, 0.99), "p999_ms": pct(lat_ns, 0.999),
            "max_ms": lat_ns[-1] / 1e6 if n else float("nan"),
-           "bytes": result["sent"] * a.record_size}
+           "bytes": result["sent"] * a.record_size,
+           "producer_queue_p99_ms": result["producer_queue_p99_ms"],
+           "produce_rtt_p99_ms": result["produce_rtt_p99_ms"]}
     if from_broker_ns:
         for name, xs in (("to_append", to_broker_ns), ("from_append", from_broker_ns)):
             for q, tag in ((0.50, "p50"), (0.99, "p99"), (0.999, "p999")):

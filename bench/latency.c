@@ -12,6 +12,13 @@
  * records sent during the measurement window, after the warm-up. Prints one JSON line
  * with the same keys as clients.py; exits 1 if records were lost or failed.
  *
+ * It also splits the figure: librdkafka's own statistics (every second) give the p99 of
+ * the time a record waits inside the producer before its request is written
+ * ("int_latency": linger.ms and the client's timers) and of the produce round trip
+ * ("rtt": request written to response read, the broker's part plus the wire); the JSON
+ * carries the median over the window's seconds of each ("producer_queue_p99_ms",
+ * "produce_rtt_p99_ms").
+ *
  * Build (bench/run does): cc -O2 -o target/bench/latency bench/latency.c -lrdkafka -lpthread -lm
  */
 #include <errno.h>
@@ -27,7 +34,9 @@
 #include <unistd.h>
 
 /* Identical to LATENCY_PRODUCER_CONF / LATENCY_CONSUMER_CONF in clients.py. */
-static const char *PRODUCER_CONF[][2] = {{"acks", "1"}, {"linger.ms", "1"}};
+/* statistics.interval.ms: the split described above (librdkafka then also keeps histograms) */
+static const char *PRODUCER_CONF[][2] = {
+    {"acks", "1"}, {"linger.ms", "1"}, {"statistics.interval.ms", "1000"}};
 static const char *CONSUMER_CONF[][2] = {
     {"fetch.wait.max.ms", "10"}, {"fetch.min.bytes", "1"}, {"enable.auto.commit", "false"}};
 
@@ -43,6 +52,9 @@ struct producer_result {
   atomic_long errors;
   atomic_int done;
   double elapsed;
+  /* per-second p99s (µs) from librdkafka's statistics, inside the window */
+  double queue_p99[4096], rtt_p99[4096];
+  int stats;
 };
 
 static struct args A;
@@ -83,6 +95,48 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
   if (m->err) atomic_fetch_add(&P.errors, 1);
 }
 
+/* The number after "key": inside the object that starts at obj (up to its closing brace). */
+static double field_in(const char *obj, const char *key) {
+  const char *end = strchr(obj, '}');
+  const char *p = strstr(obj, key);
+  return (p && end && p < end) ? atof(p + strlen(key)) : -1;
+}
+
+/* Statistics callback (producer thread, from rd_kafka_poll): the broker entry whose
+ * int_latency histogram counted the most records is the one the topic's leader is on. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  (void)rk;
+  (void)len;
+  (void)opaque;
+  int64_t now = now_ns(), lo = P.t_start_ns + (int64_t)(A.warmup * 1e9);
+  if (now < lo + 1000000000LL || now > P.t_end_ns || P.stats >= 4096) return 0;
+  const char *best = NULL;
+  double best_cnt = 0;
+  for (const char *p = strstr(json, "\"int_latency\":"); p; p = strstr(p + 1, "\"int_latency\":")) {
+    double cnt = field_in(p, "\"cnt\":");
+    if (cnt > best_cnt) best_cnt = cnt, best = p;
+  }
+  if (!best) return 0;
+  const char *rtt = strstr(best, "\"rtt\":");
+  if (!rtt) return 0;
+  P.queue_p99[P.stats] = field_in(best, "\"p99\":");
+  P.rtt_p99[P.stats] = field_in(rtt, "\"p99\":");
+  P.stats++;
+  return 0; /* librdkafka frees json */
+}
+
+static int cmp_f64(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* The median of n values, in ms from µs (-1 when there are none). */
+static double median_ms(double *xs, int n) {
+  if (n == 0) return -1;
+  qsort(xs, n, sizeof *xs, cmp_f64);
+  return (n % 2 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2) / 1e3;
+}
+
 static void sleep_us(long us) {
   struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
   while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
@@ -94,6 +148,7 @@ static void *producer_main(void *unused) {
   char err[512];
   rd_kafka_conf_t *c = conf_with(PRODUCER_CONF, sizeof PRODUCER_CONF / sizeof *PRODUCER_CONF);
   rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
+  rd_kafka_conf_set_stats_cb(c, on_stats);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
   if (!rk) die("producer", err);
   const struct rd_kafka_metadata *md;
@@ -251,10 +306,12 @@ int main(int argc, char **argv) {
   printf("{\"sent\": %ld, \"received\": %ld, \"lost\": %ld, \"producer_errors\": %ld, "
          "\"measured\": %ld, \"window_mb_per_sec\": %.3f, \"target_mb_per_sec\": %g, "
          "\"p50_ms\": %.4f, \"p99_ms\": %.4f, \"p999_ms\": %.4f, \"max_ms\": %.4f, "
-         "\"bytes\": %ld, \"client\": \"librdkafka %s (C)\"}\n",
+         "\"bytes\": %ld, \"producer_queue_p99_ms\": %.4f, \"produce_rtt_p99_ms\": %.4f, "
+         "\"client\": \"librdkafka %s (C)\"}\n",
          sent, received, sent - received, errors, n, window_bytes / 1e6 / A.duration, A.rate_mb,
          pct(lat, n, 0.50), pct(lat, n, 0.99), pct(lat, n, 0.999), lat[n - 1] / 1e6,
-         sent * (long)A.record_size, rd_kafka_version_str());
+         sent * (long)A.record_size, median_ms(P.queue_p99, P.stats),
+         median_ms(P.rtt_p99, P.stats), rd_kafka_version_str());
   free(lat);
   return (sent == received && !errors) ? 0 : 1;
 }

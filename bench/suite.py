@@ -53,6 +53,8 @@ SIZES = {
 
 KINDS = ("runnel", "kafka")
 LABEL = {"runnel": "Runnel", "kafka": "Kafka", "mock": "mock cluster"}
+# The rows of one latency measurement (scenario 4 and 4c).
+LATENCY_KEYS = ("p50", "p99", "p999", "qp99", "rtt99", "rate", "steal")
 
 
 def log(msg: str) -> None:
@@ -466,6 +468,9 @@ def row_specs(cfg) -> list:
         add(f"{r}.p50", 4, lat, "p50 ms", "f2")
         add(f"{r}.p99", 4, lat, "p99 ms", "f2")
         add(f"{r}.p999", 4, lat, "p99.9 ms", "f2")
+        add(f"{r}.qp99", 4, lat, "of which in the producer before its request is written: p99 ms "
+            "(librdkafka's int_latency, linger.ms=1)", "f2")
+        add(f"{r}.rtt99", 4, lat, "produce round trip p99 ms (librdkafka's rtt)", "f2")
         add(f"{r}.rate", 4, lat, "achieved MB/s", "f1")
         add(f"{r}.steal", 4, lat, "CPU steal % (hypervisor) during the run", "f1")
     fs = "5. produce 1 KiB acks=all, flush.messages=1 (fsync per batch), " + pp
@@ -766,20 +771,24 @@ class Suite:
                 per_gib = cpu / (d["bytes"] / GIB)
                 m = {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(ccpu, 2), "bytes": d["bytes"]}
                 for k, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("p999", "p999_ms"),
+                               ("qp99", "producer_queue_p99_ms"), ("rtt99", "produce_rtt_p99_ms"),
                                ("rate", "window_mb_per_sec")):
+                    if d.get(key, -1) < 0:
+                        self.res.fail([f"{r}.{k}"], kind, run, "librdkafka reported no statistics")
+                        continue
                     self.res.ok(f"{r}.{k}", kind, run, d[key], per_gib, **m,
                                 **({"raw": d} if k == "p50" else {}))
                 self.res.ok(f"{r}.steal", kind, run, steal, per_gib, **m)
                 log(f"  {LABEL[kind]} {r}: p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms, "
                     f"p99.9 {d['p999_ms']:.2f} ms, max {d['max_ms']:.1f} ms over {d['measured']:,} records "
                     f"at {d['window_mb_per_sec']:.1f} MB/s, client CPU {ccpu:.1f} s, CPU steal {steal:.1f}%")
-            self.step(b, kind, run, [f"{r}.{k}" for k in ("p50", "p99", "p999", "rate", "steal")], latency)
+            self.step(b, kind, run, [f"{r}.{k}" for k in LATENCY_KEYS], latency)
 
     def mock_session(self, run: int) -> None:
         cfg = self.cfg
         b = Broker("mock", self.tmp, f"run{run}")
         rows = ((["1m.rps"] if self.sel(1) else []) + (["2m.rps"] if self.sel(2) else [])
-                + ([f"{r}.{k}" for r in ("4", "4c") for k in ("p50", "p99", "p999", "rate", "steal")]
+                + ([f"{r}.{k}" for r in ("4", "4c") for k in LATENCY_KEYS]
                    if self.sel(4) else []))
         log(f"run {run}/{self.runs}: librdkafka mock cluster")
         try:
