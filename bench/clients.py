@@ -2,16 +2,22 @@
 """Python (confluent-kafka / librdkafka) workloads used by bench/suite.py. Each subcommand is
 run as its own process, so the orchestrator never shares a GIL with a measured client.
 
-    clients.py produce --bootstrap B --topic T --num-records N --record-size S
-        Throughput producer (acks=1, linger.ms=5, batch.size=65536): one JSON line
-        {"records", "seconds", "records_per_sec", "errors"} on stdout.
+    clients.py produce --bootstrap B --topic T --num-records N --record-size S [--acks 1]
+        Throughput producer (acks=1 unless --acks, linger.ms=5, batch.size=65536): one JSON
+        line {"records", "seconds", "records_per_sec", "errors"} on stdout.
+
+    clients.py consume --bootstrap B --topic T --num-records N [--timeout 300]
+        Throughput consumer: N records from the beginning of every partition (assigned, no
+        group join), default fetch settings: one JSON line {"records", "bytes", "seconds",
+        "records_per_sec", "mb_per_sec", "errors"}; exits 1 if fewer arrive in time.
 
     clients.py latency --bootstrap B --topic T [--rate-mb 20] [--record-size 1024]
                        [--warmup 5] [--duration 20]
         End-to-end latency at a fixed rate: a producer process stamps each value with
         time.time_ns() at produce(); a consumer process (this one) assigned to every
         partition from the beginning computes receive time - send time. Percentiles over the
-        records sent during the measurement window (after the warm-up). One JSON line.
+        records sent during the measurement window (after the warm-up). One JSON line, with
+        the producer's own queue wait and produce round trip (p99, librdkafka statistics).
         On a topic with message.timestamp.type=LogAppendTime it also splits each latency at
         the broker's append stamp (ms): to_append_* and from_append_* percentiles.
 
@@ -59,7 +65,7 @@ def cmd_produce(a) -> None:
         elif err is not None:
             errors.append(None)
 
-    p = Producer({"bootstrap.servers": a.bootstrap, **PRODUCER_CONF, "on_delivery": on_error})
+    p = Producer({"bootstrap.servers": a.bootstrap, **PRODUCER_CONF, "acks": a.acks, "on_delivery": on_error})
     p.list_topics(a.topic, timeout=30)  # metadata first, as the Java tools do
     payload = b"x" * a.record_size
     produce, poll = p.produce, p.poll
@@ -79,6 +85,34 @@ def cmd_produce(a) -> None:
                       "error_samples": [e for e in errors if e][:5],
                       "unflushed": left}), flush=True)
     sys.exit(1 if n_err else 0)
+
+
+def cmd_consume(a) -> None:
+    """Reads --num-records from the beginning of every partition (assigned, no group join,
+    like `runnel perf consume`) with the consumer's default fetch settings; MB/s of values."""
+    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+
+    c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"bench-consume-{os.getpid()}",
+                  "enable.auto.commit": False})
+    md = c.list_topics(a.topic, timeout=30)
+    parts = sorted(md.topics[a.topic].partitions)
+    start = time.perf_counter()
+    c.assign([TopicPartition(a.topic, p, OFFSET_BEGINNING) for p in parts])
+    records = nbytes = errors = 0
+    deadline = time.monotonic() + a.timeout
+    consume = c.consume
+    while records < a.num_records and time.monotonic() < deadline:
+        for m in consume(num_messages=10_000, timeout=1.0):
+            if m.error():
+                errors += 1
+                continue
+            records += 1
+            nbytes += len(m)
+    secs = time.perf_counter() - start
+    c.close()
+    print(json.dumps({"records": records, "bytes": nbytes, "seconds": secs, "errors": errors,
+                      "records_per_sec": records / secs, "mb_per_sec": nbytes / 1e6 / secs}), flush=True)
+    sys.exit(0 if records >= a.num_records and not errors else 1)
 
 
 def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, warmup_ns, t_end_ns, out_q):
@@ -278,6 +312,12 @@ def main() -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("--num-records", type=int, required=True)
     p.add_argument("--record-size", type=int, required=True)
+    p.add_argument("--acks", default="1", choices=["0", "1", "all", "-1"])
+    p = sub.add_parser("consume")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--num-records", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     p = sub.add_parser("latency")
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
@@ -287,7 +327,8 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=20.0)
     sub.add_parser("mock-cluster")
     a = ap.parse_args()
-    {"produce": cmd_produce, "latency": cmd_latency, "mock-cluster": cmd_mock_cluster}[a.cmd](a)
+    {"produce": cmd_produce, "consume": cmd_consume, "latency": cmd_latency,
+     "mock-cluster": cmd_mock_cluster}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ SIZES = {
 
 KINDS = ("runnel", "kafka")
 LABEL = {"runnel": "Runnel", "kafka": "Kafka", "mock": "mock cluster"}
+# Scenario 5 ÷ scenario 2 with the same client (derived from the medians).
+FSYNC_RATIOS = ("5.vs2", "5r.vs2", "5m.vs2")
 # The rows of one latency measurement (scenario 4 and 4c).
 LATENCY_KEYS = ("p50", "p99", "p999", "qp99", "rtt99", "rate", "steal")
 
@@ -463,6 +465,7 @@ def row_specs(cfg) -> list:
     add("3.fetch", 3, "3. consume scenario 2's 1 KiB records, Kafka ConsumerPerformance", "MB/s (fetch, excl. group join)", "f1")
     add("3.total", 3, "3. consume scenario 2's 1 KiB records, Kafka ConsumerPerformance", "MB/s (incl. group join)", "f1")
     add("3r.mbs", 3, "3r. consume scenario 2's 1 KiB records, runnel perf consume", "MB/s", "f1")
+    add("3m.mbs", 3, "3m. consume scenario 2's 1 KiB records, confluent-kafka (Python)", "MB/s", "f1")
     for r, client in (("4", "confluent-kafka (Python)"), ("4c", "librdkafka from C (bench/latency.c)")):
         lat = f"{r}. end-to-end latency, 1 KiB at {cfg['lat_rate']:g} MB/s, {client}"
         add(f"{r}.p50", 4, lat, "p50 ms", "f2")
@@ -477,6 +480,13 @@ def row_specs(cfg) -> list:
     add("5.rps", 5, fs, "records/s", "int")
     add("5.mbs", 5, fs, "MB/s", "f1")
     add("5.vs2", 5, fs, "÷ scenario 2 records/s (same broker)", "f3")
+    fs = "5r. produce 1 KiB acks=all, flush.messages=1 (fsync per batch), runnel perf produce"
+    add("5r.rps", 5, fs, "records/s", "int")
+    add("5r.mbs", 5, fs, "MB/s", "f1")
+    add("5r.vs2", 5, fs, "÷ scenario 2r records/s (same broker, same client)", "f3")
+    fs = "5m. produce 1 KiB acks=all, flush.messages=1 (fsync per batch), confluent-kafka (Python)"
+    add("5m.rps", 5, fs, "records/s", "int")
+    add("5m.vs2", 5, fs, "÷ scenario 2m records/s (same broker, same client)", "f3")
     add("6.peak", 6, "6. broker memory", "peak RSS MiB during scenario 2", "int")
     add("6.empty", 6, "6. broker memory", "RSS MiB, fresh broker, idle, no topics", "int")
     add("6.idle", 6, "6. broker memory",
@@ -535,13 +545,13 @@ class Suite:
                 "--num-records", n, "--record-size", size, "--throughput", "-1",
                 "--producer-props", f"bootstrap.servers={b.bootstrap}", *props]
 
-    def rp(self, b, topic, n, size):
+    def rp(self, b, topic, n, size, props=PRODUCER_PROPS):
         return [RUNNEL, "--bootstrap-server", b.bootstrap, "perf", "produce", "--topic", topic,
-                "--num-records", n, "--record-size", size, "--producer-props", *PRODUCER_PROPS]
+                "--num-records", n, "--record-size", size, "--producer-props", *props]
 
-    def py(self, b, topic, n, size):
+    def py(self, b, topic, n, size, acks="1"):
         return [sys.executable, CLIENTS, "produce", "--bootstrap", b.bootstrap, "--topic", topic,
-                "--num-records", n, "--record-size", size]
+                "--num-records", n, "--record-size", size, "--acks", acks]
 
     def check_stored(self, b, kind, topic, n) -> int:
         """The broker must hold every record the client says was acknowledged."""
@@ -565,16 +575,19 @@ class Suite:
         if b is not None and not b.alive():
             raise BrokerDied(b.death())
 
-    def produce_rows(self, b, kind, run, prefix, tool, topic, n, size, logdir):
-        """ProducerPerformance / runnel perf produce / the Python producer: records/s, MB/s."""
+    def produce_rows(self, b, kind, run, prefix, tool, topic, n, size, logdir, acks="1", config=None):
+        """ProducerPerformance / runnel perf produce / the Python producer: records/s, MB/s.
+        `acks` and the topic `config` are scenario 5's (acks=all, flush.messages=1)."""
+        props = [f"acks={acks}", *PRODUCER_PROPS[1:]]
         def go():
-            b.create_topic(topic)
+            b.create_topic(topic, config=config)
             if tool == "py":
-                out, m = self.measured(b, self.py(b, topic, n, size), prefix, n * size, logdir)
+                out, m = self.measured(b, self.py(b, topic, n, size, acks), prefix, n * size, logdir)
                 d = json.loads(out.strip().splitlines()[-1])
                 rps, extra = d["records_per_sec"], {}
             else:
-                cmd = self.pp(b, topic, n, size) if tool == "pp" else self.rp(b, topic, n, size)
+                cmd = (self.pp(b, topic, n, size, props) if tool == "pp"
+                       else self.rp(b, topic, n, size, props))
                 out, m = self.measured(b, cmd, prefix, n * size, logdir)
                 extra = parse_perf_produce(out, n)
                 rps = extra.pop("records_per_sec")
@@ -583,8 +596,10 @@ class Suite:
             self.res.ok(f"{prefix}.rps", kind, run, rps, m["cpu_per_gib"], **m, **extra)
             if tool != "py":
                 self.res.ok(f"{prefix}.mbs", kind, run, rps * size / 1e6, m["cpu_per_gib"], **m)
+            p99 = f", p99 {extra['p99th_ms']} ms" if "p99th_ms" in extra else ""
             log(f"  {LABEL[kind]} {prefix}: {rps:,.0f} records/s, {rps * size / 1e6:,.1f} MB/s, "
-                f"broker CPU {m['broker_cpu_s']:.2f} s ({m['cpu_per_gib']:.2f} s/GiB), client CPU {m['client_cpu_s']:.2f} s")
+                f"broker CPU {m['broker_cpu_s']:.2f} s ({m['cpu_per_gib']:.2f} s/GiB), "
+                f"client CPU {m['client_cpu_s']:.2f} s{p99}")
         rows = [f"{prefix}.rps"] + ([f"{prefix}.mbs"] if tool != "py" else [])
         self.step(b, kind, run, rows, go)
 
@@ -594,7 +609,7 @@ class Suite:
         logdir = b.dir
         want = [s for s in (1, 2, 3, 4, 5, 6) if self.sel(s)]
         planned = [r["id"] for r in self.rows if r["scenario"] in want and r["id"] not in
-                   ("6.empty", "6.idle", "6.create", "6.idlecpu", "6.stop", "5.vs2")]
+                   ("6.empty", "6.idle", "6.create", "6.idlecpu", "6.stop", *FSYNC_RATIOS)]
         log(f"run {run}/{self.runs}: starting {LABEL[kind]} for scenarios {','.join(map(str, want))}")
         info = {"kind": kind, "run": run, "session": "main"}
         self.sessions.append(info)
@@ -685,23 +700,30 @@ class Suite:
                 log(f"  {LABEL[kind]} 3r: {v:,.1f} MB/s, broker CPU {m['cpu_per_gib']:.2f} s/GiB")
             self.step(b, kind, run, ["3r.mbs"], consume_r)
 
+            def consume_m():
+                if s2_topic is None:
+                    raise StepError("scenario 2's produce failed: nothing to consume")
+                cmd = [sys.executable, CLIENTS, "consume", "--bootstrap", b.bootstrap, "--topic", s2_topic,
+                       "--num-records", n1k]
+                out, m = self.measured(b, cmd, "3m", n1k * 1024, logdir)
+                d = json.loads(out.strip().splitlines()[-1])
+                if d.get("records") != n1k:
+                    raise StepError(f"consumed {d.get('records')} of {n1k} records")
+                v = d["mb_per_sec"]
+                self.res.ok("3m.mbs", kind, run, v, m["cpu_per_gib"], **m, raw=d)
+                log(f"  {LABEL[kind]} 3m: {v:,.1f} MB/s, broker CPU {m['cpu_per_gib']:.2f} s/GiB, "
+                    f"client CPU {m['client_cpu_s']:.2f} s")
+            self.step(b, kind, run, ["3m.mbs"], consume_m)
+
         if self.sel(4):
             self.latency_rows(b, kind, run, logdir)
 
         if self.sel(5):
-            def fsync():
-                n = cfg["n_fsync"]
-                b.create_topic("s5-fsync", config={"flush.messages": 1})
-                cmd = self.pp(b, "s5-fsync", n, 1024, ["acks=all", "linger.ms=5", "batch.size=65536"])
-                out, m = self.measured(b, cmd, "5", n * 1024, logdir)
-                extra = parse_perf_produce(out, n)
-                rps = extra.pop("records_per_sec")
-                extra["stored"] = self.check_stored(b, kind, "s5-fsync", n)
-                self.res.ok("5.rps", kind, run, rps, m["cpu_per_gib"], **m, **extra)
-                self.res.ok("5.mbs", kind, run, rps * 1024 / 1e6, m["cpu_per_gib"], **m)
-                log(f"  {LABEL[kind]} 5: {rps:,.0f} records/s, {rps * 1024 / 1e6:,.1f} MB/s, "
-                    f"broker CPU {m['cpu_per_gib']:.2f} s/GiB, p99 {extra.get('p99th_ms', float('nan'))} ms")
-            self.step(b, kind, run, ["5.rps", "5.mbs"], fsync)
+            # fsync after every appended batch, acks=all: the same three clients
+            n, fsync = cfg["n_fsync"], {"flush.messages": 1}
+            self.produce_rows(b, kind, run, "5", "pp", "s5-fsync", n, 1024, logdir, "all", fsync)
+            self.produce_rows(b, kind, run, "5r", "rp", "s5r-fsync", n, 1024, logdir, "all", fsync)
+            self.produce_rows(b, kind, run, "5m", "py", "s5m-fsync", n, 1024, logdir, "all", fsync)
 
     def idle_session(self, kind: str, run: int) -> None:
         cfg = self.cfg
@@ -893,14 +915,16 @@ class Suite:
                     self.idle_session(kind, run)
             if self.sel(1) or self.sel(2) or self.sel(4):
                 self.mock_session(run)
-        # derived: scenario 5 ÷ scenario 2, per broker, from the medians
-        for kind in KINDS:
-            r5, r2 = self.res.median("5.rps", kind), self.res.median("2.rps", kind)
-            if r5 is not None and r2:
-                self.res.ok("5.vs2", kind, 0, r5 / r2)
-            elif self.sel(5):
-                self.res.fail(["5.vs2"], kind, 0, "scenario 2 or 5 failed" if self.sel(2)
-                              else "scenario 2 not run (add 2 to --only)")
+        # derived: scenario 5 ÷ scenario 2, per broker and client, from the medians
+        for row in FSYNC_RATIOS:
+            s5, s2 = row.split(".")[0], "2" + row.split(".")[0][1:]
+            for kind in KINDS:
+                r5, r2 = self.res.median(f"{s5}.rps", kind), self.res.median(f"{s2}.rps", kind)
+                if r5 is not None and r2:
+                    self.res.ok(row, kind, 0, r5 / r2)
+                elif self.sel(5):
+                    self.res.fail([row], kind, 0, f"scenario {s2} or {s5} failed" if self.sel(2)
+                                  else "scenario 2 not run (add 2 to --only)")
 
     # report --------------------------------------------------------------------------------
     def cell(self, row, kind, fmt):
