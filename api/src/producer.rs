@@ -495,6 +495,9 @@ struct ReadyBatch {
     first_ready: Instant,
     attempts: u32,
     retry_at: Option<Instant>,
+    /// Close order (per producer): a retried batch goes back in front of its partition's
+    /// later batches.
+    order: u64,
 }
 
 #[derive(Default)]
@@ -514,10 +517,25 @@ struct Accumulator {
     ids: (i64, i16),
     /// Whether batches are built transactional.
     transactional: bool,
-    /// Partitions with a batch in flight. An idempotent producer sends one batch per
-    /// partition at a time, so batches reach the broker in sequence order (a later one
-    /// arriving first would be accepted for a partition the broker has no state for).
-    busy: std::collections::HashSet<(String, i32)>,
+    /// Batches in flight per partition (idempotent producers).
+    in_flight: HashMap<(String, i32), usize>,
+    /// Partitions where a batch of this producer id and epoch was acknowledged: the broker
+    /// holds the producer's sequence there, so a later batch that arrives before an
+    /// earlier one (which failed) is refused as out of order instead of appended.
+    acked: std::collections::HashSet<(String, i32)>,
+    /// The next batch's [`ReadyBatch::order`].
+    next_order: u64,
+}
+
+/// Whether an idempotent producer's next batch of a partition may go now, with `in_flight`
+/// batches of the partition already sent. Up to `max.in.flight.requests.per.connection`
+/// batches of a partition may be in flight, as with the Java client, once the broker holds
+/// the producer's sequence for it (`acked`); before that, a later batch arriving first
+/// (its predecessor failed) would be appended out of order, so one goes at a time. A
+/// retried batch waits for its partition's in-flight batches to come back: they fail as
+/// out of order behind it and are retried after it.
+fn may_send(in_flight: usize, acked: bool, retry: bool) -> bool {
+    in_flight == 0 || (acked && !retry)
 }
 
 /// The transactional side of a producer.
@@ -937,6 +955,7 @@ impl Producer {
         let mut acc = self.acc();
         acc.ids = ids;
         acc.sequences.clear();
+        acc.acked.clear();
         acc.transactional = true;
         Ok(())
     }
@@ -1037,7 +1056,9 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
         first_ready: Instant::now(),
         attempts: 0,
         retry_at: None,
+        order: acc.next_order,
     });
+    acc.next_order += 1;
 }
 
 /// Spare batch buffers kept for reuse, at most (and at most this many bytes of them).
@@ -1049,7 +1070,7 @@ const SPARE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 fn release(inner: &Inner, b: &mut ReadyBatch) {
     let bytes = std::mem::take(&mut b.bytes);
     let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
-    if acc.busy.remove(&(b.topic.clone(), b.partition)) {
+    if landed(&mut acc, &b.topic, b.partition) {
         inner.wake.notify_one();
     }
     let room = inner.config.batch_size + crate::records::BATCH_HEADER_BYTES;
@@ -1062,7 +1083,26 @@ fn release(inner: &Inner, b: &mut ReadyBatch) {
     }
 }
 
+/// A batch of the partition is no longer in flight; whether it was.
+fn landed(acc: &mut Accumulator, topic: &str, partition: i32) -> bool {
+    let key = (topic.to_string(), partition);
+    match acc.in_flight.get_mut(&key) {
+        Some(n) if *n > 1 => *n -= 1,
+        Some(_) => {
+            acc.in_flight.remove(&key);
+        }
+        None => return false,
+    }
+    true
+}
+
 fn finish(inner: &Inner, mut batch: ReadyBatch, result: Result<(i64, i64), ClientError>) {
+    if result.is_ok() {
+        let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+        if acc.ids.0 >= 0 {
+            acc.acked.insert((batch.topic.clone(), batch.partition));
+        }
+    }
     release(inner, &mut batch);
     let n = batch.waiters.len();
     for (i, (notify, ts)) in batch.waiters.into_iter().enumerate() {
@@ -1112,7 +1152,14 @@ async fn sender_loop(inner: Arc<Inner>) {
             let mut held: std::collections::HashSet<(String, i32)> = Default::default();
             while let Some(b) = acc.ready.pop_front() {
                 let key = (b.topic.clone(), b.partition);
-                if ordered && (acc.busy.contains(&key) || held.contains(&key)) {
+                let go = !ordered
+                    || (!held.contains(&key)
+                        && may_send(
+                            acc.in_flight.get(&key).copied().unwrap_or(0),
+                            acc.acked.contains(&key),
+                            b.attempts > 0,
+                        ));
+                if !go {
                     // Behind an earlier batch of its partition: keep the order.
                     held.insert(key);
                     keep.push_back(b);
@@ -1128,7 +1175,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                     }
                     _ => {
                         if ordered {
-                            acc.busy.insert(key);
+                            *acc.in_flight.entry(key).or_insert(0) += 1;
                         }
                         due.push(b)
                     }
@@ -1173,8 +1220,17 @@ fn requeue_if(inner: &Arc<Inner>, mut b: ReadyBatch, err: ClientError, retriable
         b.attempts += 1;
         b.retry_at = Some(Instant::now() + cfg.client.retry_backoff);
         let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
-        acc.busy.remove(&(b.topic.clone(), b.partition));
-        acc.ready.push_front(b);
+        landed(&mut acc, &b.topic, b.partition);
+        // Back in front of its partition's later batches (in flight ones that fail
+        // behind it come back here too, in any order): sequence order again.
+        let same = |r: &ReadyBatch| r.topic == b.topic && r.partition == b.partition;
+        let at = acc
+            .ready
+            .iter()
+            .position(|r| same(r) && r.order > b.order)
+            .or_else(|| acc.ready.iter().rposition(same).map(|i| i + 1))
+            .unwrap_or(0);
+        acc.ready.insert(at, b);
         drop(acc);
         inner.wake.notify_one();
     } else {
@@ -1451,5 +1507,26 @@ async fn handle_produce_response(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_send;
+
+    #[test]
+    fn batches_pipeline_per_partition_only_where_the_broker_knows_the_sequence() {
+        // Nothing in flight: any batch goes.
+        assert!(may_send(0, false, false));
+        assert!(may_send(0, false, true));
+        assert!(may_send(0, true, true));
+        // Before a first acknowledgement, one at a time.
+        assert!(!may_send(1, false, false));
+        // After it, new batches pipeline (the connection's max.in.flight bounds them).
+        assert!(may_send(1, true, false));
+        assert!(may_send(4, true, false));
+        // A retry waits until its partition has nothing in flight.
+        assert!(!may_send(1, true, true));
+        assert!(!may_send(3, false, true));
     }
 }

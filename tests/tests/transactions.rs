@@ -255,6 +255,49 @@ async fn an_idempotent_producer_keeps_each_partitions_order_under_load() {
     order_under_load(&[]).await;
 }
 
+/// Several batches per partition are in flight when the broker restarts: those it had
+/// appended come back as duplicates, the later ones as out of order behind the failed
+/// ones, and all of them are retried in sequence order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotent_producer_with_batches_in_flight_keeps_order_through_a_restart() {
+    let mut b = TestBroker::start(&[]).await;
+    b.create_topic("bounce", 3).await;
+    let p = producer(
+        &b,
+        &[
+            ("batch.size", "2048"),
+            ("linger.ms", "0"),
+            ("retry.backoff.ms", "20"),
+            ("request.timeout.ms", "3000"),
+            ("delivery.timeout.ms", "30000"),
+        ],
+    )
+    .await;
+    let n = 12_000u32;
+    let mut deliveries = Vec::new();
+    for i in 0..n {
+        if i == n / 2 {
+            b.restart().await;
+        }
+        let rec = ProducerRecord::new("bounce")
+            .partition((i % 3) as i32)
+            .value(format!("{i:08}-{}", "y".repeat(100)));
+        deliveries.push(p.send(rec).await.unwrap());
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    for part in 0..3 {
+        let got = drain(&mut reader(&b, false, &[("bounce", part)]).await).await;
+        let seq: Vec<u32> = got.iter().map(|v| v[..8].parse().unwrap()).collect();
+        let want: Vec<u32> = (0..n).filter(|i| i % 3 == part as u32).collect();
+        assert_eq!(
+            seq, want,
+            "partition {part} holds its records once, in send order"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_plain_producer_keeps_each_partitions_order_when_nothing_fails() {
     order_under_load(&[("acks", "1")]).await;
