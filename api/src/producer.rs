@@ -498,6 +498,9 @@ struct ReadyBatch {
     /// Close order (per producer): a retried batch goes back in front of its partition's
     /// later batches.
     order: u64,
+    /// It was sent and no answer came (a dropped connection, a timeout): the broker may
+    /// have written it.
+    maybe_written: bool,
 }
 
 #[derive(Default)]
@@ -525,17 +528,23 @@ struct Accumulator {
     acked: std::collections::HashSet<(String, i32)>,
     /// The next batch's [`ReadyBatch::order`].
     next_order: u64,
+    /// An idempotent (not transactional) producer's batch failed for good after it was
+    /// given its sequence numbers: the broker will never take the later sequences of that
+    /// partition. Once nothing is in flight the sender takes a new producer id and
+    /// numbers the waiting batches afresh (the Java client bumps the epoch instead).
+    reset_ids: bool,
 }
 
 /// Whether an idempotent producer's next batch of a partition may go now, with `in_flight`
-/// batches of the partition already sent. Up to `max.in.flight.requests.per.connection`
-/// batches of a partition may be in flight, as with the Java client, once the broker holds
-/// the producer's sequence for it (`acked`); before that, a later batch arriving first
-/// (its predecessor failed) would be appended out of order, so one goes at a time. A
-/// retried batch waits for its partition's in-flight batches to come back: they fail as
-/// out of order behind it and are retried after it.
-fn may_send(in_flight: usize, acked: bool, retry: bool) -> bool {
-    in_flight == 0 || (acked && !retry)
+/// batches of the partition sent and not yet answered. Up to `max` (max.in.flight.
+/// requests.per.connection) may be, as with the Java client, once the broker holds the
+/// producer's sequence for the partition (`acked`); before that, a later batch arriving
+/// first (its predecessor failed) would be appended out of order, so one goes at a time.
+/// Never more than `max`: the broker recognises a retry as a duplicate only among the
+/// last 5 batches it appended. A retried batch waits for its partition's in-flight
+/// batches to come back: they fail as out of order behind it and are retried after it.
+fn may_send(in_flight: usize, max: usize, acked: bool, retry: bool) -> bool {
+    in_flight == 0 || (acked && !retry && in_flight < max)
 }
 
 /// The transactional side of a producer.
@@ -1057,6 +1066,7 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
         attempts: 0,
         retry_at: None,
         order: acc.next_order,
+        maybe_written: false,
     });
     acc.next_order += 1;
 }
@@ -1097,10 +1107,14 @@ fn landed(acc: &mut Accumulator, topic: &str, partition: i32) -> bool {
 }
 
 fn finish(inner: &Inner, mut batch: ReadyBatch, result: Result<(i64, i64), ClientError>) {
-    if result.is_ok() {
+    {
         let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
         if acc.ids.0 >= 0 {
-            acc.acked.insert((batch.topic.clone(), batch.partition));
+            if result.is_ok() {
+                acc.acked.insert((batch.topic.clone(), batch.partition));
+            } else if inner.config.transactional_id.is_none() {
+                acc.reset_ids = true;
+            }
         }
     }
     release(inner, &mut batch);
@@ -1128,11 +1142,76 @@ fn finish(inner: &Inner, mut batch: ReadyBatch, result: Result<(i64, i64), Clien
     }
 }
 
+/// Takes a new producer id for an idempotent producer whose sequences have a gap (see
+/// `Accumulator::reset_ids`) and renumbers the batches waiting to be sent, in close order
+/// per partition, from sequence 0. Only once nothing is in flight, so no answer about an
+/// old sequence can arrive after. Whether the sender may go on (false: try again later).
+async fn reset_producer_id(inner: &Arc<Inner>) -> bool {
+    {
+        let acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+        if !acc.reset_ids {
+            return true;
+        }
+        if !acc.in_flight.is_empty() {
+            return false;
+        }
+    }
+    let ids = match idempotent_producer_id(&inner.cluster).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::debug!("new producer id: {e}");
+            return false;
+        }
+    };
+    let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+    acc.ids = ids;
+    acc.sequences.clear();
+    acc.acked.clear();
+    acc.reset_ids = false;
+    // A batch the broker may already hold would be written twice under the new id: it
+    // fails instead, as its delivery timeout would have made it (outcome unknown).
+    let (mut ready, unknown): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut acc.ready)
+        .into_iter()
+        .partition(|b| !b.maybe_written);
+    drop(acc);
+    for b in unknown {
+        finish(
+            inner,
+            b,
+            Err(ClientError::Timeout(
+                "no answer for this batch, and an earlier batch of its partition failed: \
+                 the producer took a new producer id, so a retry could be written twice"
+                    .into(),
+            )),
+        );
+    }
+    let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+    // (finish above may have asked for another reset: these batches are numbered fresh.)
+    acc.reset_ids = false;
+    // Batches closed meanwhile follow the older ones; all are numbered from 0 again.
+    let old = std::mem::take(&mut acc.ready);
+    ready.extend(old);
+    acc.sequences.clear();
+    for b in ready.iter_mut() {
+        let key = (b.topic.clone(), b.partition);
+        let next = acc.sequences.entry(key).or_insert(0);
+        let seq = *next;
+        let count = crate::records::batch_record_count(&b.bytes);
+        *next = ((seq as i64 + count as i64) % (i32::MAX as i64 + 1)) as i32;
+        if let Some(bytes) = crate::records::restamp_producer(&b.bytes, ids.0, ids.1, seq) {
+            b.bytes = bytes;
+        }
+    }
+    acc.ready = ready;
+    true
+}
+
 async fn sender_loop(inner: Arc<Inner>) {
     loop {
         let wake = inner.wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
+        let may_go = reset_producer_id(&inner).await;
         let now = Instant::now();
         let mut next_deadline: Option<Instant> = None;
         let mut due = Vec::new();
@@ -1149,6 +1228,11 @@ async fn sender_loop(inner: Arc<Inner>) {
             }
             let mut keep = VecDeque::new();
             let ordered = acc.ids.0 >= 0;
+            if ordered && !may_go {
+                // Waiting for a new producer id: nothing goes with the old numbers.
+                next_deadline = Some(now + inner.config.client.retry_backoff);
+                keep = std::mem::take(&mut acc.ready);
+            }
             let mut held: std::collections::HashSet<(String, i32)> = Default::default();
             while let Some(b) = acc.ready.pop_front() {
                 let key = (b.topic.clone(), b.partition);
@@ -1156,6 +1240,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                     || (!held.contains(&key)
                         && may_send(
                             acc.in_flight.get(&key).copied().unwrap_or(0),
+                            inner.config.max_in_flight,
                             acc.acked.contains(&key),
                             b.attempts > 0,
                         ));
@@ -1459,7 +1544,8 @@ async fn handle_produce_response(
 ) {
     match result {
         Err(e) => {
-            for b in batches {
+            for mut b in batches {
+                b.maybe_written = true;
                 requeue(inner, b, e.clone());
             }
         }
@@ -1517,16 +1603,19 @@ mod tests {
     #[test]
     fn batches_pipeline_per_partition_only_where_the_broker_knows_the_sequence() {
         // Nothing in flight: any batch goes.
-        assert!(may_send(0, false, false));
-        assert!(may_send(0, false, true));
-        assert!(may_send(0, true, true));
+        assert!(may_send(0, 5, false, false));
+        assert!(may_send(0, 5, false, true));
+        assert!(may_send(0, 5, true, true));
         // Before a first acknowledgement, one at a time.
-        assert!(!may_send(1, false, false));
-        // After it, new batches pipeline (the connection's max.in.flight bounds them).
-        assert!(may_send(1, true, false));
-        assert!(may_send(4, true, false));
+        assert!(!may_send(1, 5, false, false));
+        // After it, new batches pipeline up to max.in.flight per partition, which keeps
+        // every unanswered batch within the broker's duplicate window of 5.
+        assert!(may_send(1, 5, true, false));
+        assert!(may_send(4, 5, true, false));
+        assert!(!may_send(5, 5, true, false));
+        assert!(!may_send(1, 1, true, false));
         // A retry waits until its partition has nothing in flight.
-        assert!(!may_send(1, true, true));
-        assert!(!may_send(3, false, true));
+        assert!(!may_send(1, 5, true, true));
+        assert!(!may_send(3, 5, false, true));
     }
 }

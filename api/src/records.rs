@@ -395,6 +395,34 @@ impl BatchBuilder {
     }
 }
 
+/// A copy of a finished batch (`batch`, from [`BatchBuilder::into_batch`]) with another
+/// producer id, epoch and base sequence, and its CRC recomputed; `None` if `batch` is too
+/// short to be one.
+pub fn restamp_producer(
+    batch: &[u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Option<Bytes> {
+    if batch.len() < HEADER {
+        return None;
+    }
+    let mut b = BytesMut::from(batch);
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Some(b.freeze())
+}
+
+/// The number of records a finished batch says it holds (0 if it is too short).
+pub fn batch_record_count(batch: &[u8]) -> i32 {
+    batch
+        .get(57..61)
+        .map_or(0, |c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+}
+
 /// A record read back from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedRecord {

@@ -298,6 +298,62 @@ async fn an_idempotent_producer_with_batches_in_flight_keeps_order_through_a_res
     }
 }
 
+/// A batch the broker refuses for good leaves a gap in the partition's sequence numbers;
+/// the producer takes a new producer id and the batches behind it are delivered.
+#[tokio::test]
+async fn an_idempotent_producer_goes_on_after_a_refused_batch() {
+    let b = TestBroker::start(&[]).await;
+    runnel_api::Admin::connect(&b.bootstrap)
+        .await
+        .unwrap()
+        .create_topics(&[runnel_api::NewTopic::new("small", 1).config("max.message.bytes", "1000")])
+        .await
+        .unwrap();
+    let p = producer(
+        &b,
+        &[
+            ("linger.ms", "0"),
+            ("retry.backoff.ms", "20"),
+            ("delivery.timeout.ms", "5000"),
+        ],
+    )
+    .await;
+    let first = p
+        .send(ProducerRecord::new("small").value("a"))
+        .await
+        .unwrap();
+    assert_eq!(first.await.unwrap().offset, 0);
+    let big = p
+        .send(ProducerRecord::new("small").value(vec![b'x'; 5000]))
+        .await
+        .unwrap();
+    // Answered before the next records are sent, so none of them shares its batch.
+    let big = big.await;
+    let mut later = Vec::new();
+    for i in 0..50 {
+        later.push(
+            p.send(ProducerRecord::new("small").value(format!("r{i:02}")))
+                .await
+                .unwrap(),
+        );
+    }
+    match big {
+        Err(ClientError::Broker { code: 10, .. }) => {}
+        other => panic!("the oversized record fails with MESSAGE_TOO_LARGE, got {other:?}"),
+    }
+    for (i, d) in later.into_iter().enumerate() {
+        let m = d
+            .await
+            .unwrap_or_else(|e| panic!("record {i} after the refused one: {e}"));
+        assert_eq!(m.offset, 1 + i as i64, "record {i} lands next, in order");
+    }
+    let got = drain(&mut reader(&b, false, &[("small", 0)]).await).await;
+    let want: Vec<String> = std::iter::once("a".to_string())
+        .chain((0..50).map(|i| format!("r{i:02}")))
+        .collect();
+    assert_eq!(got, want, "each record once, in send order");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_plain_producer_keeps_each_partitions_order_when_nothing_fails() {
     order_under_load(&[("acks", "1")]).await;
