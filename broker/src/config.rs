@@ -83,6 +83,19 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A socket buffer size: -1 (the OS default) or a positive number of bytes.
+fn buffer_size(key: &str, value: &str) -> Result<i64, ConfigError> {
+    let v = parse_num(key, value)?;
+    if v == -1 || (1..=i32::MAX as i64).contains(&v) {
+        return Ok(v);
+    }
+    Err(ConfigError::InvalidValue {
+        key: key.into(),
+        value: value.into(),
+        reason: "must be -1 (the OS default) or a positive number of bytes".into(),
+    })
+}
+
 fn at_least(key: &str, value: &str, v: i64, min: i64) -> Result<i64, ConfigError> {
     if v < min {
         return Err(ConfigError::InvalidValue {
@@ -196,6 +209,13 @@ pub struct BrokerConfig {
     pub message_max_bytes: i64,
     /// `socket.request.max.bytes`: largest request frame accepted.
     pub socket_request_max_bytes: i64,
+    /// `socket.send.buffer.bytes`: SO_SNDBUF of accepted connections (-1: the OS's).
+    /// Kafka's 100 KiB: on loopback a larger buffer made the broker do more of the
+    /// receiver's TCP work, and consumers read 1.46x faster with it (issue 6's note).
+    pub socket_send_buffer_bytes: i64,
+    /// `socket.receive.buffer.bytes`: SO_RCVBUF of accepted connections (-1: the OS's,
+    /// which grows with the connection; Kafka's default of 100 KiB slowed producers).
+    pub socket_receive_buffer_bytes: i64,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: i64,
     /// `log.cleaner.enable`: whether compacted topics are compacted.
@@ -246,6 +266,8 @@ impl Default for BrokerConfig {
             delete_topic_enable: true,
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
+            socket_send_buffer_bytes: 102_400,
+            socket_receive_buffer_bytes: -1,
             log_retention_check_interval_ms: 300_000,
             log_cleaner_enable: true,
             log_cleaner_backoff_ms: 15_000,
@@ -316,6 +338,10 @@ impl BrokerConfig {
                 }
                 "socket.request.max.bytes" => {
                     c.socket_request_max_bytes = at_least(key, val, parse_num(key, val)?, 1)?
+                }
+                "socket.send.buffer.bytes" => c.socket_send_buffer_bytes = buffer_size(key, val)?,
+                "socket.receive.buffer.bytes" => {
+                    c.socket_receive_buffer_bytes = buffer_size(key, val)?
                 }
                 "log.retention.check.interval.ms" => {
                     c.log_retention_check_interval_ms = at_least(key, val, parse_num(key, val)?, 1)?
@@ -416,8 +442,6 @@ impl BrokerConfig {
                 | "listener.security.protocol.map"
                 | "num.network.threads"
                 | "num.io.threads"
-                | "socket.send.buffer.bytes"
-                | "socket.receive.buffer.bytes"
                 | "num.recovery.threads.per.data.dir"
                 | "offsets.topic.replication.factor"
                 | "transaction.state.log.replication.factor"
@@ -546,6 +570,14 @@ impl BrokerConfig {
             (
                 "socket.request.max.bytes",
                 self.socket_request_max_bytes.to_string(),
+            ),
+            (
+                "socket.send.buffer.bytes",
+                self.socket_send_buffer_bytes.to_string(),
+            ),
+            (
+                "socket.receive.buffer.bytes",
+                self.socket_receive_buffer_bytes.to_string(),
             ),
             (
                 "log.retention.check.interval.ms",
@@ -1060,6 +1092,29 @@ mod tests {
     fn unknown_broker_key_is_an_error() {
         let err = BrokerConfig::from_pairs(&[("no.such.key".into(), "1".into())]).unwrap_err();
         assert_eq!(err, ConfigError::UnknownKey("no.such.key".into()));
+    }
+
+    #[test]
+    fn socket_buffer_sizes_take_minus_one_or_bytes() {
+        let cfg = |k: &str, v: &str| BrokerConfig::from_pairs(&[(k.into(), v.into())]);
+        let d = cfg("num.partitions", "1").unwrap();
+        assert_eq!(d.socket_send_buffer_bytes, 102_400, "Kafka's default");
+        assert_eq!(d.socket_receive_buffer_bytes, -1);
+        let c = cfg("socket.send.buffer.bytes", "-1").unwrap();
+        assert_eq!(c.socket_send_buffer_bytes, -1);
+        let c = cfg("socket.receive.buffer.bytes", "262144").unwrap();
+        assert_eq!(c.socket_receive_buffer_bytes, 262_144);
+        for (k, v) in [
+            ("socket.send.buffer.bytes", "0"),
+            ("socket.send.buffer.bytes", "-2"),
+            ("socket.receive.buffer.bytes", "big"),
+            ("socket.receive.buffer.bytes", "4294967296"),
+        ] {
+            assert!(
+                matches!(cfg(k, v), Err(ConfigError::InvalidValue { .. })),
+                "{k}={v} is refused"
+            );
+        }
     }
 
     #[test]

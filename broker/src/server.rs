@@ -249,6 +249,7 @@ async fn connection(
 ) {
     let host = format!("/{}", peer.ip());
     stream.set_nodelay(true).ok();
+    set_buffer_sizes(&stream, &broker.config);
     let (r, w) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, r);
     let mut writer = Outbox::new(w);
@@ -358,6 +359,22 @@ async fn connection(
         }
     }
     tracing::debug!("connection closed");
+}
+
+/// `socket.send.buffer.bytes` / `socket.receive.buffer.bytes` on an accepted connection
+/// (-1 leaves the OS's size, which it grows as the connection needs).
+fn set_buffer_sizes(stream: &TcpStream, config: &crate::config::BrokerConfig) {
+    let sock = socket2::SockRef::from(stream);
+    if let Ok(n) = usize::try_from(config.socket_send_buffer_bytes)
+        && let Err(e) = sock.set_send_buffer_size(n)
+    {
+        tracing::debug!("SO_SNDBUF {n}: {e}");
+    }
+    if let Ok(n) = usize::try_from(config.socket_receive_buffer_bytes)
+        && let Err(e) = sock.set_recv_buffer_size(n)
+    {
+        tracing::debug!("SO_RCVBUF {n}: {e}");
+    }
 }
 
 /// Decodes one request frame, runs its handler and encodes the response frame.
