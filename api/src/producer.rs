@@ -528,6 +528,11 @@ struct Accumulator {
     acked: std::collections::HashSet<(String, i32)>,
     /// The next batch's [`ReadyBatch::order`].
     next_order: u64,
+    /// Partitions of which a batch failed since the sender's last pass: batches of them
+    /// that the dispatcher has not sent yet go back to `ready`, behind the failed one, so
+    /// no later batch is written while earlier ones wait to be retried (which could
+    /// push those out of the broker's window of 5 recognised duplicates).
+    stalled: std::collections::HashSet<(String, i32)>,
     /// An idempotent (not transactional) producer's batch failed for good after it was
     /// given its sequence numbers: the broker will never take the later sequences of that
     /// partition. Once nothing is in flight the sender takes a new producer id and
@@ -535,16 +540,18 @@ struct Accumulator {
     reset_ids: bool,
 }
 
-/// Whether an idempotent producer's next batch of a partition may go now, with `in_flight`
-/// batches of the partition sent and not yet answered. Up to `max` (max.in.flight.
-/// requests.per.connection) may be, as with the Java client, once the broker holds the
+/// Whether an idempotent producer's next batch of a partition may be handed to the
+/// dispatcher now, with `in_flight` batches of the partition handed over and not yet
+/// answered. Several may be, as with the Java client, once the broker holds the
 /// producer's sequence for the partition (`acked`); before that, a later batch arriving
 /// first (its predecessor failed) would be appended out of order, so one goes at a time.
-/// Never more than `max`: the broker recognises a retry as a duplicate only among the
-/// last 5 batches it appended. A retried batch waits for its partition's in-flight
-/// batches to come back: they fail as out of order behind it and are retried after it.
-fn may_send(in_flight: usize, max: usize, acked: bool, retry: bool) -> bool {
-    in_flight == 0 || (acked && !retry && in_flight < max)
+/// On the wire they are bounded by the connection's max.in.flight.requests.per.connection
+/// (at most 5, the broker's duplicate window), one batch per partition per request; and
+/// once one of them fails, the dispatcher sends no later batch of the partition
+/// (`Accumulator::stalled`). A retried batch waits for its partition's in-flight batches
+/// to come back: they fail as out of order behind it and are retried after it.
+fn may_send(in_flight: usize, acked: bool, retry: bool) -> bool {
+    in_flight == 0 || (acked && !retry)
 }
 
 /// The transactional side of a producer.
@@ -1217,6 +1224,8 @@ async fn sender_loop(inner: Arc<Inner>) {
         let mut due = Vec::new();
         {
             let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+            // What failed before this pass is in `ready` now, where order is kept.
+            acc.stalled.clear();
             // Lingered long enough: close.
             let linger = inner.config.linger;
             for (k, b) in acc.open.take_where(|b| now >= b.created + linger) {
@@ -1240,7 +1249,6 @@ async fn sender_loop(inner: Arc<Inner>) {
                     || (!held.contains(&key)
                         && may_send(
                             acc.in_flight.get(&key).copied().unwrap_or(0),
-                            inner.config.max_in_flight,
                             acc.acked.contains(&key),
                             b.attempts > 0,
                         ));
@@ -1306,21 +1314,29 @@ fn requeue_if(inner: &Arc<Inner>, mut b: ReadyBatch, err: ClientError, retriable
         b.retry_at = Some(Instant::now() + cfg.client.retry_backoff);
         let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
         landed(&mut acc, &b.topic, b.partition);
-        // Back in front of its partition's later batches (in flight ones that fail
-        // behind it come back here too, in any order): sequence order again.
-        let same = |r: &ReadyBatch| r.topic == b.topic && r.partition == b.partition;
-        let at = acc
-            .ready
-            .iter()
-            .position(|r| same(r) && r.order > b.order)
-            .or_else(|| acc.ready.iter().rposition(same).map(|i| i + 1))
-            .unwrap_or(0);
-        acc.ready.insert(at, b);
+        if acc.ids.0 >= 0 {
+            acc.stalled.insert((b.topic.clone(), b.partition));
+        }
+        put_back(&mut acc, b);
         drop(acc);
         inner.wake.notify_one();
     } else {
         finish(inner, b, Err(err));
     }
+}
+
+/// Puts a batch back into `ready` in front of its partition's later batches.
+fn put_back(acc: &mut Accumulator, b: ReadyBatch) {
+    // (In flight ones that fail behind it come back here too, in any order: sequence
+    // order again.)
+    let same = |r: &ReadyBatch| r.topic == b.topic && r.partition == b.partition;
+    let at = acc
+        .ready
+        .iter()
+        .position(|r| same(r) && r.order > b.order)
+        .or_else(|| acc.ready.iter().rposition(same).map(|i| i + 1))
+        .unwrap_or(0);
+    acc.ready.insert(at, b);
 }
 
 /// Groups due batches by leader and sends one request per leader (up to
@@ -1390,10 +1406,29 @@ async fn dispatch(inner: &Arc<Inner>, due: Vec<ReadyBatch>) {
         if !request.is_empty() {
             groups.push(request);
         }
-        for group in groups {
+        for mut group in groups {
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;
             };
+            // A batch of a partition failed while this group waited: its later batches
+            // wait behind the retry.
+            {
+                let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+                if !acc.stalled.is_empty() {
+                    let (held, go): (Vec<_>, Vec<_>) = group
+                        .into_iter()
+                        .partition(|b| acc.stalled.contains(&(b.topic.clone(), b.partition)));
+                    for b in held {
+                        landed(&mut acc, &b.topic, b.partition);
+                        put_back(&mut acc, b);
+                    }
+                    group = go;
+                }
+            }
+            if group.is_empty() {
+                inner.wake.notify_one();
+                continue;
+            }
             // Requests are queued on the connection here, in order, so batches of one
             // partition reach the broker in the order they were closed; only the wait for
             // the answer runs in its own task.
@@ -1603,19 +1638,16 @@ mod tests {
     #[test]
     fn batches_pipeline_per_partition_only_where_the_broker_knows_the_sequence() {
         // Nothing in flight: any batch goes.
-        assert!(may_send(0, 5, false, false));
-        assert!(may_send(0, 5, false, true));
-        assert!(may_send(0, 5, true, true));
+        assert!(may_send(0, false, false));
+        assert!(may_send(0, false, true));
+        assert!(may_send(0, true, true));
         // Before a first acknowledgement, one at a time.
-        assert!(!may_send(1, 5, false, false));
-        // After it, new batches pipeline up to max.in.flight per partition, which keeps
-        // every unanswered batch within the broker's duplicate window of 5.
-        assert!(may_send(1, 5, true, false));
-        assert!(may_send(4, 5, true, false));
-        assert!(!may_send(5, 5, true, false));
-        assert!(!may_send(1, 1, true, false));
+        assert!(!may_send(1, false, false));
+        // After it, new batches pipeline (the connection's permits bound the wire).
+        assert!(may_send(1, true, false));
+        assert!(may_send(7, true, false));
         // A retry waits until its partition has nothing in flight.
-        assert!(!may_send(1, 5, true, true));
-        assert!(!may_send(3, 5, false, true));
+        assert!(!may_send(1, true, true));
+        assert!(!may_send(3, false, true));
     }
 }
