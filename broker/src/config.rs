@@ -209,9 +209,10 @@ pub struct BrokerConfig {
     pub message_max_bytes: i64,
     /// `socket.request.max.bytes`: largest request frame accepted.
     pub socket_request_max_bytes: i64,
-    /// `socket.send.buffer.bytes`: SO_SNDBUF of accepted connections (-1: the OS's).
-    /// Kafka's 100 KiB: on loopback a larger buffer made the broker do more of the
-    /// receiver's TCP work, and consumers read 1.46x faster with it (issue 6's note).
+    /// `socket.send.buffer.bytes`: SO_SNDBUF of accepted connections (-1: the OS's,
+    /// which grows with the connection). Not Kafka's 100 KiB by default: with it
+    /// `runnel perf consume` read faster here but librdkafka's consumer less than half
+    /// as fast (bench of 2026-12-02, rows 3r and 3m).
     pub socket_send_buffer_bytes: i64,
     /// `socket.receive.buffer.bytes`: SO_RCVBUF of accepted connections (-1: the OS's,
     /// which grows with the connection; Kafka's default of 100 KiB slowed producers).
@@ -266,7 +267,7 @@ impl Default for BrokerConfig {
             delete_topic_enable: true,
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
-            socket_send_buffer_bytes: 102_400,
+            socket_send_buffer_bytes: -1,
             socket_receive_buffer_bytes: -1,
             log_retention_check_interval_ms: 300_000,
             log_cleaner_enable: true,
@@ -1098,10 +1099,10 @@ mod tests {
     fn socket_buffer_sizes_take_minus_one_or_bytes() {
         let cfg = |k: &str, v: &str| BrokerConfig::from_pairs(&[(k.into(), v.into())]);
         let d = cfg("num.partitions", "1").unwrap();
-        assert_eq!(d.socket_send_buffer_bytes, 102_400, "Kafka's default");
+        assert_eq!(d.socket_send_buffer_bytes, -1);
         assert_eq!(d.socket_receive_buffer_bytes, -1);
-        let c = cfg("socket.send.buffer.bytes", "-1").unwrap();
-        assert_eq!(c.socket_send_buffer_bytes, -1);
+        let c = cfg("socket.send.buffer.bytes", "102400").unwrap();
+        assert_eq!(c.socket_send_buffer_bytes, 102_400);
         let c = cfg("socket.receive.buffer.bytes", "262144").unwrap();
         assert_eq!(c.socket_receive_buffer_bytes, 262_144);
         for (k, v) in [
