@@ -1053,10 +1053,7 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
     let seq = if pid >= 0 {
         // Sequences are fixed when a batch closes, so a retry resends the same numbers
         // and the broker recognises it.
-        let next = acc.sequences.entry(key.clone()).or_insert(0);
-        let s = *next;
-        *next = ((*next as i64 + b.builder.len() as i64) % (i32::MAX as i64 + 1)) as i32;
-        s
+        take_sequence(&mut acc.sequences, key.clone(), b.builder.len())
     } else {
         -1
     };
@@ -1076,6 +1073,19 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
         maybe_written: false,
     });
     acc.next_order += 1;
+}
+
+/// The base sequence for a partition's next batch of `records`, advancing the counter
+/// (sequences wrap at i32::MAX, as Kafka's do).
+fn take_sequence(
+    sequences: &mut HashMap<(String, i32), i32>,
+    key: (String, i32),
+    records: usize,
+) -> i32 {
+    let next = sequences.entry(key).or_insert(0);
+    let s = *next;
+    *next = ((s as i64 + records as i64) % (i32::MAX as i64 + 1)) as i32;
+    s
 }
 
 /// Spare batch buffers kept for reuse, at most (and at most this many bytes of them).
@@ -1119,7 +1129,10 @@ fn finish(inner: &Inner, mut batch: ReadyBatch, result: Result<(i64, i64), Clien
         if acc.ids.0 >= 0 {
             if result.is_ok() {
                 acc.acked.insert((batch.topic.clone(), batch.partition));
-            } else if inner.config.transactional_id.is_none() {
+            } else if inner.config.transactional_id.is_none()
+                && crate::records::batch_producer_id(&batch.bytes) == acc.ids.0
+            {
+                // (A batch numbered under an older id leaves no gap in the current one.)
                 acc.reset_ids = true;
             }
         }
@@ -1170,17 +1183,28 @@ async fn reset_producer_id(inner: &Arc<Inner>) -> bool {
             return false;
         }
     };
-    let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
-    acc.ids = ids;
-    acc.sequences.clear();
-    acc.acked.clear();
-    acc.reset_ids = false;
-    // A batch the broker may already hold would be written twice under the new id: it
-    // fails instead, as its delivery timeout would have made it (outcome unknown).
-    let (mut ready, unknown): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut acc.ready)
-        .into_iter()
-        .partition(|b| !b.maybe_written);
-    drop(acc);
+    let unknown = {
+        let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
+        acc.ids = ids;
+        acc.sequences.clear();
+        acc.acked.clear();
+        acc.reset_ids = false;
+        // A batch the broker may already hold would be written twice under the new id:
+        // it fails instead (below), as its delivery timeout would have made it.
+        let (mut ready, unknown): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut acc.ready)
+            .into_iter()
+            .partition(|b| !b.maybe_written);
+        for b in ready.iter_mut() {
+            let key = (b.topic.clone(), b.partition);
+            let count = crate::records::batch_record_count(&b.bytes).max(0) as usize;
+            let seq = take_sequence(&mut acc.sequences, key, count);
+            if let Some(bytes) = crate::records::restamp_producer(&b.bytes, ids.0, ids.1, seq) {
+                b.bytes = bytes;
+            }
+        }
+        acc.ready = ready;
+        unknown
+    };
     for b in unknown {
         finish(
             inner,
@@ -1192,24 +1216,6 @@ async fn reset_producer_id(inner: &Arc<Inner>) -> bool {
             )),
         );
     }
-    let mut acc = inner.acc.lock().unwrap_or_else(|p| p.into_inner());
-    // (finish above may have asked for another reset: these batches are numbered fresh.)
-    acc.reset_ids = false;
-    // Batches closed meanwhile follow the older ones; all are numbered from 0 again.
-    let old = std::mem::take(&mut acc.ready);
-    ready.extend(old);
-    acc.sequences.clear();
-    for b in ready.iter_mut() {
-        let key = (b.topic.clone(), b.partition);
-        let next = acc.sequences.entry(key).or_insert(0);
-        let seq = *next;
-        let count = crate::records::batch_record_count(&b.bytes);
-        *next = ((seq as i64 + count as i64) % (i32::MAX as i64 + 1)) as i32;
-        if let Some(bytes) = crate::records::restamp_producer(&b.bytes, ids.0, ids.1, seq) {
-            b.bytes = bytes;
-        }
-    }
-    acc.ready = ready;
     true
 }
 

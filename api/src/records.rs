@@ -416,6 +416,14 @@ pub fn restamp_producer(
     Some(b.freeze())
 }
 
+/// The producer id a finished batch carries (-1 if it is too short).
+pub fn batch_producer_id(batch: &[u8]) -> i64 {
+    batch
+        .get(43..51)
+        .and_then(|b| b.try_into().ok())
+        .map_or(-1, i64::from_be_bytes)
+}
+
 /// The number of records a finished batch says it holds (0 if it is too short).
 pub fn batch_record_count(batch: &[u8]) -> i32 {
     batch
