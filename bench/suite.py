@@ -525,6 +525,7 @@ class Suite:
         self.res = Results()
         self.limits = {}
         self.sessions = []  # broker start/stop info for the raw JSON
+        self.cpus = os.cpu_count()
 
     def sel(self, s: int) -> bool:
         return s in self.only
@@ -1009,6 +1010,110 @@ class Suite:
                            f"p99.9 {m['p999']:.2f} ms" + (f"; {', '.join(rel)}" if rel else ""))
         return "\n".join(out) if len(out) > 3 else ""
 
+    # the issue's targets, checked against the medians ---------------------------------------
+    def share(self, row, kind, key):
+        """Median share of the machine's CPUs that `key` (client_cpu_s / broker_cpu_s) took
+        during a step: CPU seconds ÷ (wall seconds × CPUs)."""
+        cpus = self.cpus or 1
+        vals = [e[key] / (e["wall_s"] * cpus) for e in self.res.get(row, kind)
+                if e["error"] is None and e.get(key) is not None and e.get("wall_s")]
+        return statistics.median(vals) if vals else None
+
+    def targets_text(self) -> str:
+        """Each target of the performance issue, met or not, from this run's medians; where a
+        target is not met, what bounds it (the client's CPU, the loopback, the mock ceiling)."""
+        med = self.res.median
+        met, unmet = [], []
+
+        def put(ok, text):
+            (met if ok else unmet).append(text)
+
+        loop = self.limits.get("iperf3_gbit_per_sec")
+        loop_mb = loop * 1e3 / 8 if loop else None
+        thr = [(1, "1.rps", "scenario 1, Kafka ProducerPerformance", None),
+               (1, "1r.rps", "scenario 1r, runnel perf produce", None),
+               (1, "1m.rps", "scenario 1m, confluent-kafka", "mock"),
+               (2, "2.rps", "scenario 2, Kafka ProducerPerformance", None),
+               (2, "2r.rps", "scenario 2r, runnel perf produce", None),
+               (2, "2m.rps", "scenario 2m, confluent-kafka", "mock"),
+               (3, "3.fetch", "scenario 3, Kafka ConsumerPerformance (fetch)", "loop"),
+               (3, "3r.mbs", "scenario 3r, runnel perf consume", "loop"),
+               (3, "3m.mbs", "scenario 3m, confluent-kafka", "loop")]
+        for s, rid, what, bound in thr:
+            if not self.sel(s):
+                continue
+            if not self.res.get(rid, "runnel") and not self.res.get(rid, "kafka"):
+                continue  # not in this run (an older run's JSON)
+            r, k = med(rid, "runnel"), med(rid, "kafka")
+            if r is None or not k:
+                unmet.append(f"{what}: no figure (failed)")
+                continue
+            text = f"{what}: {r / k:.2f}× Kafka (target 2×)"
+            if r / k < 2:
+                why = []
+                cs, bs = self.share(rid, "runnel", "client_cpu_s"), self.share(rid, "runnel", "broker_cpu_s")
+                if cs is not None and bs is not None:
+                    why.append(f"with Runnel the client process used {cs:.0%} of the {self.cpus} CPUs "
+                               f"and the broker {bs:.0%}")
+                m = med(rid, "mock")
+                if bound == "mock" and m:
+                    why.append(f"2× Kafka would be {2 * k / m:.0%} of what this client reaches against "
+                               f"librdkafka's mock cluster, which stores nothing")
+                if bound == "loop" and loop_mb:
+                    why.append(f"2× Kafka would be {2 * k:,.0f} MB/s; the loopback carries "
+                               f"{loop_mb:,.0f} MB/s (iperf3, one stream)")
+                text += " — " + "; ".join(why) if why else ""
+            put(r / k >= 2, text)
+        for s, rid, size, want in ((1, "1m.rps", "100 B", 0.95), (2, "2m.rps", "1 KiB", 0.85)):
+            r, m = (med(rid, "runnel"), med(rid, "mock")) if self.sel(s) else (None, None)
+            if r is not None and m:
+                put(r / m >= want, f"{size} with confluent-kafka: {r / m:.0%} of the mock cluster's "
+                                   f"{m:,.0f} records/s (target {want:.0%})")
+        if self.sel(2):
+            r, m = med("2m.rps", "runnel", "cpu_s_per_gib"), med("2m.rps", "mock", "cpu_s_per_gib")
+            if r is not None and m:
+                put(r / m <= 2, f"broker CPU per GiB produced (2m): {r:.2f} s against the mock "
+                                f"cluster's {m:.2f}, {r / m:.2f}× (target at most 2×)")
+        if self.sel(4):
+            for rid, client in (("4", "Python"), ("4c", "C")):
+                r, k = med(f"{rid}.p99", "runnel"), med(f"{rid}.p99", "kafka")
+                if r is None or not k:
+                    unmet.append(f"p99 with the {client} client: no figure (failed)")
+                    continue
+                text = (f"p99 with the {client} client: {r:.2f} ms (target under 5), "
+                        f"{k / r:.2f}× lower than Kafka's {k:.2f} (target 2×)")
+                q = med(f"{rid}.qp99", "runnel")
+                if k / r < 2 and q is not None:
+                    text += (f" — {q:.2f} ms of it is librdkafka's own time before the request is "
+                             f"written (int_latency p99; {med(f'{rid}.qp99', 'kafka') or 0:.2f} with Kafka)")
+                put(r < 5 and k / r >= 2, text)
+        if self.sel(5):
+            for rid, what in (("5.vs2", "ProducerPerformance"), ("5r.vs2", "runnel perf produce"),
+                              ("5m.vs2", "confluent-kafka")):
+                v = med(rid, "runnel")
+                if v is None:
+                    continue
+                text = (f"fsync per batch with {what}: {v:.0%} of the same client's "
+                        f"scenario 2 (target 50%; Kafka {med(rid, 'kafka') or 0:.0%})")
+                mbs = med(rid.split(".")[0] + ".rps", "runnel")
+                seq, dsync = self.limits.get("dd_fdatasync_mb_per_sec"), self.limits.get("dd_dsync_mb_per_sec")
+                if v < 0.5 and mbs is not None and seq and dsync:
+                    mbs *= 1024 / 1e6
+                    text += (f" — Runnel wrote {mbs:,.0f} MB/s with an fsync per batch, {mbs / v / 2:,.0f} "
+                             f"would be 50%; this disk writes {seq:,.0f} MB/s in one 2 GiB fdatasync'd "
+                             f"stream and {dsync:,.0f} MB/s in synchronous 64 KiB writes (dd)")
+                put(v >= 0.5, text)
+        if self.sel(6):
+            for rid, what, lim in (("6.peak", "during scenario 2", 64), ("6.idle", "with 1,000 idle partitions", 128)):
+                v = med(rid, "runnel")
+                if v is not None:
+                    put(v < lim, f"RSS {what}: {v:,.0f} MiB (target under {lim})")
+        if not met and not unmet:
+            return ""
+        out = ["", "Against the performance issue's targets (from the medians above):", ""]
+        out += [f"- met: {t}" for t in met] + [f"- not met: {t}" for t in unmet]
+        return "\n".join(out)
+
 
 def machine_info() -> dict:
     info = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
@@ -1039,6 +1144,37 @@ def machine_info() -> dict:
     return info
 
 
+def render(suite, cfg, minfo, summary) -> str:
+    """The markdown report: table, machine limits, the issue's targets, and a footer."""
+    load = summary.get("load_average") or {}
+    steal = summary.get("steal_pct")
+    minutes = summary.get("seconds", 0) / 60
+    foot = (f"\n\nMedian of {cfg['runs']} run(s) per broker (fresh broker and data directory per run, "
+            f"Runnel and Kafka alternating); MB = 10^6 bytes of record values, GiB = 2^30. "
+            f"{cfg['n100']:,} × 100 B, {cfg['n1k']:,} × 1 KiB, {cfg['n_fsync']:,} × 1 KiB with fsync. "
+            f"{minfo.get('cpus')} CPUs shared by brokers and clients; "
+            + (f"load average {load['start'][0]:.2f} at start, {load['end'][0]:.2f} at end; " if load else "")
+            + (f"CPU steal (hypervisor) {steal:.1f}% of the run; " if steal is not None else "")
+            + f"took {minutes:.1f} min. "
+            f"{minfo.get('runnel_version', 'runnel ?')}, Kafka {', '.join(minfo.get('kafka_jars', []))}, "
+            f"confluent-kafka {minfo.get('confluent_kafka', '?')} (librdkafka {minfo.get('librdkafka', '?')}); "
+            f"bench/latency.c with librdkafka {minfo.get('librdkafka_c', '?')} (Debian).")
+    return suite.table() + "\n" + suite.limits_text() + "\n" + suite.targets_text() + foot + "\n"
+
+
+def rerender(path: str) -> int:
+    """--report: print the report of an earlier run from its raw JSON (no brokers started)."""
+    d = json.loads(Path(path).read_text())
+    args = argparse.Namespace(only=set(d["scenarios"]), no_limits=d.get("no_limits", not d.get("limits")),
+                              keep=False)
+    suite = Suite(args, d["config"], Path(tempfile.gettempdir()))
+    suite.rows, suite.limits = row_specs(d["config"]), d.get("limits") or {}
+    suite.cpus = d["machine"].get("cpus") or suite.cpus
+    suite.res.entries = d["results"]
+    print(render(suite, d["config"], d["machine"], d), flush=True)
+    return 0
+
+
 def parse_only(s: str) -> set:
     try:
         v = {int(x) for x in s.split(",") if x.strip()}
@@ -1061,7 +1197,11 @@ def main() -> int:
     ap.add_argument("--no-limits", action="store_true", help="skip iperf3 / dd")
     ap.add_argument("--tmpdir", help="where broker data directories go (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep data directories and logs")
+    ap.add_argument("--report", metavar="FILE.json",
+                    help="print the report of an earlier run from its raw JSON and exit (starts nothing)")
     args = ap.parse_args()
+    if args.report:
+        return rerender(args.report)
 
     cfg = dict(SIZES["quick" if args.quick else "default"])
     cfg.update(lat_rate=20.0, start_timeout=120)
@@ -1105,25 +1245,16 @@ def main() -> int:
             log(f"kept {tmp}")
     load1, steal1 = os.getloadavg(), cpu_steal()
     minfo = machine_info()
-    table = suite.table()
-    notes = suite.limits_text()
-    foot = (f"\n\nMedian of {cfg['runs']} run(s) per broker (fresh broker and data directory per run, "
-            f"Runnel and Kafka alternating); MB = 10^6 bytes of record values, GiB = 2^30. "
-            f"{cfg['n100']:,} × 100 B, {cfg['n1k']:,} × 1 KiB, {cfg['n_fsync']:,} × 1 KiB with fsync. "
-            f"{minfo.get('cpus')} CPUs shared by brokers and clients; load average {load0[0]:.2f} at start, "
-            f"{load1[0]:.2f} at end; CPU steal (hypervisor) {steal_pct(steal0, steal1):.1f}% of the run; took {(time.time() - started) / 60:.1f} min. "
-            f"{minfo.get('runnel_version', 'runnel ?')}, Kafka {', '.join(minfo['kafka_jars'])}, "
-            f"confluent-kafka {minfo.get('confluent_kafka', '?')} (librdkafka {minfo.get('librdkafka', '?')}); "
-            f"bench/latency.c with librdkafka {minfo.get('librdkafka_c', '?')} (Debian).")
-    report = table + "\n" + notes + foot + "\n"
+    summary = {"load_average": {"start": load0, "end": load1}, "steal_pct": round(steal_pct(steal0, steal1), 2),
+               "seconds": round(time.time() - started, 1)}
+    report = render(suite, cfg, minfo, summary)
     print(report, flush=True)
     if args.out:
         out = Path(args.out)
         out.write_text(report)
         jpath = out.with_suffix(".json") if out.suffix == ".md" else Path(str(out) + ".json")
-        jpath.write_text(json.dumps({"config": cfg, "scenarios": sorted(args.only), "machine": minfo,
-                                     "load_average": {"start": load0, "end": load1},
-                                     "seconds": round(time.time() - started, 1), "limits": suite.limits,
+        jpath.write_text(json.dumps({"config": cfg, "scenarios": sorted(args.only), "machine": minfo, **summary,
+                                     "no_limits": bool(args.no_limits), "limits": suite.limits,
                                      "sessions": suite.sessions, "results": suite.res.entries},
                                     indent=1, default=str) + "\n")
         log(f"wrote {out} and {jpath}")
