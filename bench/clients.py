@@ -92,8 +92,14 @@ def cmd_consume(a) -> None:
     like `runnel perf consume`) with the consumer's default fetch settings; MB/s of values."""
     from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 
+    # fetch.queue.backoff.ms: once librdkafka's local queue holds queued.max.messages.kbytes
+    # (64 MiB), it stops fetching a partition for this long (default 1000 ms) even when the
+    # application empties the queue in a fraction of that. A broker that answers faster
+    # fills the queue sooner and gets whole idle seconds added to its figure: the row
+    # measured that back-off, bimodally, instead of the broker (librdkafka's docs advise
+    # lowering it when ~1 s gaps between messages appear). The same setting for every broker.
     c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"bench-consume-{os.getpid()}",
-                  "enable.auto.commit": False})
+                  "enable.auto.commit": False, "fetch.queue.backoff.ms": 10})
     md = c.list_topics(a.topic, timeout=30)
     parts = sorted(md.topics[a.topic].partitions)
     start = time.perf_counter()
