@@ -386,6 +386,14 @@ impl Outcome {
     }
 }
 
+/// What [`Producer::try_enqueue`] did with a record.
+enum Enqueued {
+    /// Queued, or refused.
+    Done(Result<(), ClientError>),
+    /// It has to wait (for metadata or `buffer.memory`): the slow path takes it.
+    Wait(ProducerRecord, Outcome),
+}
+
 /// A record's notification and its timestamp.
 type Waiter = (Outcome, i64);
 
@@ -412,78 +420,48 @@ impl Drop for MemoryHold {
     }
 }
 
-/// The batches being filled, by topic then partition (looked up by `&str`: no key to
-/// allocate per record).
+/// What the accumulator keeps per topic: the send path finds it with one lookup of the
+/// topic's name per record (by `&str`: no key to allocate).
 #[derive(Default)]
-struct OpenBatches(FxHashMap<String, FxHashMap<i32, OpenBatch>>);
+struct TopicState {
+    /// The partition count read from the cluster's metadata, with the metadata's
+    /// generation then (none yet: the send path has to ask).
+    count: Option<(u64, usize)>,
+    /// The uniform sticky partitioner's current partition.
+    sticky: Option<i32>,
+    /// The round-robin partitioner's counter.
+    round_robin: u32,
+    /// The batches being filled, by partition.
+    open: FxHashMap<i32, OpenBatch>,
+}
 
-impl OpenBatches {
-    fn contains(&self, topic: &str, partition: i32) -> bool {
-        self.0
-            .get(topic)
-            .is_some_and(|m| m.contains_key(&partition))
+impl TopicState {
+    /// The partition count, if it was read at metadata generation `generation`.
+    fn count_at(&self, generation: u64) -> Option<usize> {
+        self.count.filter(|(g, _)| *g == generation).map(|(_, c)| c)
     }
+}
 
-    fn remove(&mut self, topic: &str, partition: i32) -> Option<OpenBatch> {
-        self.0.get_mut(topic)?.remove(&partition)
-    }
-
-    fn get(&self, topic: &str, partition: i32) -> Option<&OpenBatch> {
-        self.0.get(topic)?.get(&partition)
-    }
-
-    /// The open batch of a partition, and whether it was just created (with room for
-    /// `batch_size` bytes and `records` records).
-    fn get_or_create(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        batch_size: usize,
-        records: usize,
-        memory: &Arc<Semaphore>,
-        spare: &mut Vec<BytesMut>,
-    ) -> (&mut OpenBatch, bool) {
-        if !self.0.contains_key(topic) {
-            self.0.insert(topic.to_string(), FxHashMap::default());
-        }
-        let by_partition = self.0.get_mut(topic).expect("just inserted");
-        let created = !by_partition.contains_key(&partition);
-        let batch = by_partition.entry(partition).or_insert_with(|| OpenBatch {
-            builder: match spare.pop() {
-                Some(buffer) => BatchBuilder::reusing(buffer, batch_size),
-                None => BatchBuilder::with_capacity(batch_size),
-            },
-            waiters: Vec::with_capacity(records),
-            created: Instant::now(),
-            memory: MemoryHold {
-                semaphore: memory.clone(),
-                permits: 0,
-            },
-        });
-        (batch, created)
-    }
-
-    /// Removes and returns the batches `take` selects.
-    fn take_where(&mut self, take: impl Fn(&OpenBatch) -> bool) -> Vec<((String, i32), OpenBatch)> {
-        let mut out = Vec::new();
-        for (topic, by_partition) in self.0.iter_mut() {
-            let chosen: Vec<i32> = by_partition
-                .iter()
-                .filter(|(_, b)| take(b))
-                .map(|(p, _)| *p)
-                .collect();
-            for p in chosen {
-                if let Some(b) = by_partition.remove(&p) {
-                    out.push(((topic.clone(), p), b));
-                }
+/// Removes and returns the open batches `take` selects, of every topic.
+fn take_open_where(
+    topics: &mut FxHashMap<String, TopicState>,
+    take: impl Fn(&OpenBatch) -> bool,
+) -> Vec<((String, i32), OpenBatch)> {
+    let mut out = Vec::new();
+    for (topic, t) in topics.iter_mut() {
+        let chosen: Vec<i32> = t
+            .open
+            .iter()
+            .filter(|(_, b)| take(b))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in chosen {
+            if let Some(b) = t.open.remove(&p) {
+                out.push(((topic.clone(), p), b));
             }
         }
-        out
     }
-
-    fn values(&self) -> impl Iterator<Item = &OpenBatch> {
-        self.0.values().flat_map(|m| m.values())
-    }
+    out
 }
 
 struct ReadyBatch {
@@ -505,12 +483,8 @@ struct ReadyBatch {
 
 #[derive(Default)]
 struct Accumulator {
-    open: OpenBatches,
+    topics: FxHashMap<String, TopicState>,
     ready: VecDeque<ReadyBatch>,
-    sticky: FxHashMap<String, i32>,
-    round_robin: FxHashMap<String, u32>,
-    /// Partition counts read from the cluster's metadata, with its generation then.
-    partition_counts: FxHashMap<String, (u64, usize)>,
     /// Buffers of finished batches, for the next batches to fill (fresh memory for
     /// every batch meant page faults and zeroed pages for every batch).
     spare_buffers: Vec<BytesMut>,
@@ -650,25 +624,78 @@ impl Producer {
     }
 
     async fn enqueue(&self, record: ProducerRecord, notify: Outcome) -> Result<(), ClientError> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(ClientError::Closed);
+        match self.try_enqueue(record, notify) {
+            Enqueued::Done(r) => r,
+            // Boxed: the slow path's awaits (metadata, buffer.memory with a timeout) make a
+            // large future, which every send would otherwise build and move.
+            Enqueued::Wait(record, notify) => Box::pin(self.enqueue_slow(record, notify)).await,
         }
+    }
+
+    /// Queues a record without waiting when its topic's partition count is known and
+    /// `buffer.memory` has room: the common case, with one lock and one lookup of the
+    /// topic.
+    fn try_enqueue(&self, record: ProducerRecord, notify: Outcome) -> Enqueued {
         let cfg = &self.inner.config;
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Enqueued::Done(Err(ClientError::Closed));
+        }
         if cfg.transactional_id.is_some() && !self.inner.txn_open.load(Ordering::SeqCst) {
-            return Err(ClientError::Config(
+            return Enqueued::Done(Err(ClientError::Config(
                 "a transactional producer sends inside a transaction: call begin_transaction"
                     .into(),
-            ));
+            )));
         }
-        // The partition count, cached while the cluster's metadata stays unchanged (the
-        // common case takes no async lock).
+        let permits = match self.permits_for(&record) {
+            Ok(p) => p,
+            Err(e) => return Enqueued::Done(Err(e)),
+        };
+        // Held as a permit until the record is in a batch (given back if anything before
+        // that fails), then as the batch's count.
+        let permit = match self.inner.memory.try_acquire_many(permits as u32) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Enqueued::Done(Err(ClientError::Closed));
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return Enqueued::Wait(record, notify);
+            }
+        };
+        let generation = self.inner.cluster.generation();
+        let wake = {
+            let mut acc = self.acc();
+            let Some(count) = acc
+                .topics
+                .get(&record.topic)
+                .and_then(|t| t.count_at(generation))
+            else {
+                // (The permit goes back as it drops.)
+                return Enqueued::Wait(record, notify);
+            };
+            self.append(&mut acc, record, notify, count, permit, permits)
+        };
+        Enqueued::Done(wake.map(|wake| {
+            if wake {
+                self.inner.wake.notify_one();
+            }
+        }))
+    }
+
+    /// [`Producer::try_enqueue`] for a record that has to wait: for its topic's partition
+    /// count (cached while the cluster's metadata stays unchanged) or for `buffer.memory`
+    /// (up to `max.block.ms`).
+    async fn enqueue_slow(
+        &self,
+        record: ProducerRecord,
+        notify: Outcome,
+    ) -> Result<(), ClientError> {
+        let cfg = &self.inner.config;
         let generation = self.inner.cluster.generation();
         let cached = self
             .acc()
-            .partition_counts
+            .topics
             .get(&record.topic)
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, c)| *c);
+            .and_then(|t| t.count_at(generation));
         let count = match cached {
             Some(c) => c,
             None => {
@@ -678,37 +705,15 @@ impl Producer {
                     .partition_count_or_create(&record.topic)
                     .await?;
                 self.acc()
-                    .partition_counts
-                    .insert(record.topic.clone(), (generation, c));
+                    .topics
+                    .entry(record.topic.clone())
+                    .or_default()
+                    .count = Some((generation, c));
                 c
             }
-        } as i32;
-        if count == 0 {
-            return Err(ClientError::UnknownTopic(record.topic.clone()));
-        }
-        if let Some(p) = record.partition
-            && (p < 0 || p >= count)
-        {
-            return Err(ClientError::Config(format!(
-                "partition {p} of {} does not exist ({count} partitions)",
-                record.topic
-            )));
-        }
-        let size = BatchBuilder::record_size(
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &record.headers,
-        );
-        if size > cfg.max_request_size {
-            return Err(ClientError::Broker {
-                code: 10,
-                message: format!("record of {size} bytes exceeds max.request.size"),
-            });
-        }
-        let permits = size.min(cfg.buffer_memory).max(1);
+        };
+        let permits = self.permits_for(&record)?;
         let memory = &self.inner.memory;
-        // Held as a permit until the record is in a batch (given back if anything before
-        // that fails), then as the batch's count.
         let permit = match memory.try_acquire_many(permits as u32) {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
@@ -724,72 +729,130 @@ impl Producer {
                     .map_err(|_| ClientError::Closed)?
             }
         };
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let mut wake = false;
-        {
+        let wake = {
             let mut acc = self.acc();
-            let mut partition = match record.partition {
-                Some(p) => p,
-                None => choose_partition(&mut acc, cfg, &record, count),
-            };
-            // As Java's producer: a record that does not fit the open batch closes it and
-            // starts the next one (on the next sticky partition for unkeyed records), so a
-            // batch stays within batch.size unless one record alone is larger.
-            let fits = |b: &OpenBatch| {
-                b.builder.is_empty()
-                    || b.builder.size_bytes()
-                        + b.builder.appended_size(
-                            timestamp,
-                            record.key.as_deref(),
-                            record.value.as_deref(),
-                            &record.headers,
-                        )
-                        <= cfg.batch_size
-            };
-            if acc
-                .open
-                .get(&record.topic, partition)
-                .is_some_and(|b| !fits(b))
-            {
-                close_open(&mut acc, cfg, &record.topic, partition);
-                wake = true;
-                if record.partition.is_none() {
-                    partition = choose_partition(&mut acc, cfg, &record, count);
-                }
-            }
-            let per_batch = (cfg.batch_size / size.max(1)).clamp(1, 4096);
-            let acc = &mut *acc;
-            let (batch, created) = acc.open.get_or_create(
-                &record.topic,
-                partition,
-                cfg.batch_size,
-                per_batch,
-                memory,
-                &mut acc.spare_buffers,
-            );
-            // A new batch gives the sender a new linger deadline to wait for.
-            wake |= created;
-            batch.builder.append(
-                timestamp,
-                record.key.as_deref(),
-                record.value.as_deref(),
-                &record.headers,
-            );
-            batch.waiters.push((notify, timestamp));
-            permit.forget();
-            batch.memory.permits += permits;
-            self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
-            if batch.builder.size_bytes() >= cfg.batch_size {
-                close_open(acc, cfg, &record.topic, partition);
-                wake = true;
-            } else if cfg.linger.is_zero() {
-                wake = true;
-            }
-        }
+            self.append(&mut acc, record, notify, count, permit, permits)?
+        };
         if wake {
             self.inner.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// The `buffer.memory` a record holds while queued; an error if it can never be sent.
+    fn permits_for(&self, record: &ProducerRecord) -> Result<usize, ClientError> {
+        let cfg = &self.inner.config;
+        let size = BatchBuilder::record_size(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        if size > cfg.max_request_size {
+            return Err(ClientError::Broker {
+                code: 10,
+                message: format!("record of {size} bytes exceeds max.request.size"),
+            });
+        }
+        Ok(size.min(cfg.buffer_memory).max(1))
+    }
+
+    /// Appends a record of a topic with `count` partitions to its partition's open batch
+    /// (closing that batch first when the record does not fit); whether the sender should
+    /// wake up.
+    fn append(
+        &self,
+        acc: &mut Accumulator,
+        record: ProducerRecord,
+        notify: Outcome,
+        count: usize,
+        permit: tokio::sync::SemaphorePermit<'_>,
+        permits: usize,
+    ) -> Result<bool, ClientError> {
+        let cfg = &self.inner.config;
+        let count = count as i32;
+        if count == 0 {
+            return Err(ClientError::UnknownTopic(record.topic.clone()));
+        }
+        if let Some(p) = record.partition
+            && (p < 0 || p >= count)
+        {
+            return Err(ClientError::Config(format!(
+                "partition {p} of {} does not exist ({count} partitions)",
+                record.topic
+            )));
+        }
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let mut wake = false;
+        let mut t = acc
+            .topics
+            .get_mut(&record.topic)
+            .expect("a topic's state exists once its partition count is known");
+        let mut partition = match record.partition {
+            Some(p) => p,
+            None => choose_partition(t, cfg, &record, count),
+        };
+        // As Java's producer: a record that does not fit the open batch closes it and
+        // starts the next one (on the next sticky partition for unkeyed records), so a
+        // batch stays within batch.size unless one record alone is larger.
+        let fits = |b: &OpenBatch| {
+            b.builder.is_empty()
+                || b.builder.size_bytes()
+                    + b.builder.appended_size(
+                        timestamp,
+                        record.key.as_deref(),
+                        record.value.as_deref(),
+                        &record.headers,
+                    )
+                    <= cfg.batch_size
+        };
+        if t.open.get(&partition).is_some_and(|b| !fits(b)) {
+            let full = t.open.remove(&partition).expect("just seen");
+            close_batch(acc, cfg, (record.topic.clone(), partition), full);
+            wake = true;
+            // (Once per batch: looked up again after closing borrowed the accumulator.)
+            t = acc.topics.get_mut(&record.topic).expect("still there");
+            if record.partition.is_none() {
+                partition = choose_partition(t, cfg, &record, count);
+            }
+        }
+        let batch = match t.open.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                // A new batch gives the sender a new linger deadline to wait for.
+                wake = true;
+                let per_batch = (cfg.batch_size / permits).clamp(1, 4096);
+                e.insert(OpenBatch {
+                    builder: match acc.spare_buffers.pop() {
+                        Some(buffer) => BatchBuilder::reusing(buffer, cfg.batch_size),
+                        None => BatchBuilder::with_capacity(cfg.batch_size),
+                    },
+                    waiters: Vec::with_capacity(per_batch),
+                    created: Instant::now(),
+                    memory: MemoryHold {
+                        semaphore: self.inner.memory.clone(),
+                        permits: 0,
+                    },
+                })
+            }
+        };
+        batch.builder.append(
+            timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        batch.waiters.push((notify, timestamp));
+        permit.forget();
+        batch.memory.permits += permits;
+        self.inner.outstanding.fetch_add(1, Ordering::SeqCst);
+        if batch.builder.size_bytes() >= cfg.batch_size {
+            let full = t.open.remove(&partition).expect("just appended to");
+            close_batch(acc, cfg, (record.topic, partition), full);
+            wake = true;
+        } else if cfg.linger.is_zero() {
+            wake = true;
+        }
+        Ok(wake)
     }
 
     /// Sends every buffered record now and waits until all are acknowledged or failed.
@@ -800,7 +863,7 @@ impl Producer {
             idle.as_mut().enable();
             {
                 let mut acc = self.acc();
-                for (k, b) in acc.open.take_where(|_| true) {
+                for (k, b) in take_open_where(&mut acc.topics, |_| true) {
                     close_batch(&mut acc, &self.inner.config, k, b);
                 }
             }
@@ -1004,7 +1067,7 @@ fn now_ms() -> i64 {
 }
 
 fn choose_partition(
-    acc: &mut Accumulator,
+    t: &mut TopicState,
     cfg: &ProducerConfig,
     r: &ProducerRecord,
     count: i32,
@@ -1014,37 +1077,29 @@ fn choose_partition(
             .partition(&r.topic, r.key.as_deref(), r.value.as_deref(), count)
             .rem_euclid(count),
         Partitioner::RoundRobin => {
-            let n = acc.round_robin.entry(r.topic.clone()).or_insert(0);
-            let p = (*n % count as u32) as i32;
-            *n = n.wrapping_add(1);
+            let p = (t.round_robin % count as u32) as i32;
+            t.round_robin = t.round_robin.wrapping_add(1);
             p
         }
         Partitioner::Default => match &r.key {
             Some(k) => partition_for_key(k, count),
             None => {
                 // Uniform sticky: stay on the partition until its batch is closed.
-                let current = acc.sticky.get(&r.topic).copied();
+                let current = t.sticky;
                 match current {
-                    Some(p) if p < count && acc.open.contains(&r.topic, p) => p,
+                    Some(p) if p < count && t.open.contains_key(&p) => p,
                     _ => {
                         let mut rng = rand::rng();
                         let mut p = rng.random_range(0..count);
                         if count > 1 && Some(p) == current {
                             p = (p + 1 + rng.random_range(0..count - 1)) % count;
                         }
-                        acc.sticky.insert(r.topic.clone(), p);
+                        t.sticky = Some(p);
                         p
                     }
                 }
             }
         },
-    }
-}
-
-/// Closes the open batch of a partition, if it has one.
-fn close_open(acc: &mut Accumulator, cfg: &ProducerConfig, topic: &str, partition: i32) {
-    if let Some(b) = acc.open.remove(topic, partition) {
-        close_batch(acc, cfg, (topic.to_string(), partition), b);
     }
 }
 
@@ -1234,10 +1289,10 @@ async fn sender_loop(inner: Arc<Inner>) {
             acc.stalled.clear();
             // Lingered long enough: close.
             let linger = inner.config.linger;
-            for (k, b) in acc.open.take_where(|b| now >= b.created + linger) {
+            for (k, b) in take_open_where(&mut acc.topics, |b| now >= b.created + linger) {
                 close_batch(&mut acc, &inner.config, k, b);
             }
-            for b in acc.open.values() {
+            for b in acc.topics.values().flat_map(|t| t.open.values()) {
                 let d = b.created + inner.config.linger;
                 next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
             }
