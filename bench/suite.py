@@ -39,6 +39,12 @@ GIB = 1 << 30
 T0 = time.monotonic()
 
 # Java tools: the heap kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh use, quiet logs
+# Kafka's broker JVM as its own start script gives it: kafka-server-start.sh's heap and
+# kafka-run-class.sh's KAFKA_JVM_PERFORMANCE_OPTS (Kafka 4.1), so the reference is Kafka
+# with its default settings (kafka-as-runnel.sh alone runs a leaner JVM for the tests).
+KAFKA_JVM_OPTS = ("-Xmx1G -Xms1G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
+                  "-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent "
+                  "-XX:MaxInlineLevel=15 -Djava.awt.headless=true")
 JAVA_TOOL = ["java", "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", JAVA_CP]
 PRODUCER_PROPS = ["acks=1", "linger.ms=5", "batch.size=65536"]
 
@@ -184,7 +190,8 @@ class Broker:
         else:
             cmd = ["bash", str(KAFKA_SH), "server", "--listeners", listeners, "--log-dirs", str(data)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=logf,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "KAFKA_JVM_OPTS": KAFKA_JVM_OPTS})
         _BROKERS.add(self)
         deadline = time.monotonic() + timeout
         while True:
@@ -1140,6 +1147,7 @@ def machine_info() -> dict:
             info["librdkafka_c"] = out
     except Exception:  # noqa: BLE001
         pass
+    info["kafka_jvm_opts"] = KAFKA_JVM_OPTS
     info["kafka_jars"] = sorted(p.name for p in (JAVA_DIR / "lib").glob("kafka_2.13-*.jar"))
     return info
 
@@ -1156,7 +1164,8 @@ def render(suite, cfg, minfo, summary) -> str:
             + (f"load average {load['start'][0]:.2f} at start, {load['end'][0]:.2f} at end; " if load else "")
             + (f"CPU steal (hypervisor) {steal:.1f}% of the run; " if steal is not None else "")
             + f"took {minutes:.1f} min. "
-            f"{minfo.get('runnel_version', 'runnel ?')}, Kafka {', '.join(minfo.get('kafka_jars', []))}, "
+            f"{minfo.get('runnel_version', 'runnel ?')}, Kafka {', '.join(minfo.get('kafka_jars', []))}"
+            + (f" (JVM: {minfo['kafka_jvm_opts']})" if minfo.get("kafka_jvm_opts") else "") + ", "
             f"confluent-kafka {minfo.get('confluent_kafka', '?')} (librdkafka {minfo.get('librdkafka', '?')}); "
             f"bench/latency.c with librdkafka {minfo.get('librdkafka_c', '?')} (Debian).")
     return suite.table() + "\n" + suite.limits_text() + "\n" + suite.targets_text() + foot + "\n"

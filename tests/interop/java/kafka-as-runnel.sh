@@ -47,7 +47,14 @@ if [[ ! -f "$props" ]]; then
   } > "$props"
 fi
 CP="$HERE/lib/*"
-JOPTS=(-Xmx768m -XX:+UseSerialGC -Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.showDateTime=true)
+# The JVM options: lean by default (the interop tests start many brokers on 2 cores);
+# KAFKA_JVM_OPTS replaces them (bench/suite.py passes kafka-server-start.sh's own defaults).
+if [[ -n "${KAFKA_JVM_OPTS:-}" ]]; then
+  read -r -a JOPTS <<< "$KAFKA_JVM_OPTS"
+else
+  JOPTS=(-Xmx768m -XX:+UseSerialGC)
+fi
+JOPTS+=(-Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.showDateTime=true)
 if [[ ! -f "$logdirs/meta.properties" ]]; then
   java "${JOPTS[@]}" -cp "$CP" kafka.tools.StorageTool format -t "$(java -cp "$CP" kafka.tools.StorageTool random-uuid)" -c "$props"
 fi
