@@ -1448,25 +1448,9 @@ async fn dispatch(inner: &Arc<Inner>, due: Vec<ReadyBatch>) {
                 .or_insert_with(|| Arc::new(Semaphore::new(inner.config.max_in_flight)))
                 .clone()
         };
-        let mut request: Vec<ReadyBatch> = Vec::new();
-        let mut size = 0;
-        let mut groups = Vec::new();
-        for b in batches {
-            // One batch per partition per request.
-            if size + b.bytes.len() > inner.config.max_request_size
-                || request
-                    .iter()
-                    .any(|r| r.topic == b.topic && r.partition == b.partition)
-            {
-                groups.push(std::mem::take(&mut request));
-                size = 0;
-            }
-            size += b.bytes.len();
-            request.push(b);
-        }
-        if !request.is_empty() {
-            groups.push(request);
-        }
+        let groups = into_requests(batches, inner.config.max_request_size, |b| {
+            ((b.topic.clone(), b.partition), b.bytes.len())
+        });
         for mut group in groups {
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;
@@ -1496,6 +1480,42 @@ async fn dispatch(inner: &Arc<Inner>, due: Vec<ReadyBatch>) {
             send_request(inner, leader, group, permit).await;
         }
     }
+}
+
+/// Splits a leader's due batches (in close order) into Produce requests, to be sent in
+/// the returned order: at most one batch per partition in a request, and a partition's
+/// batches in their order across requests, each request within `max_request_size` (a
+/// batch larger than that goes alone). As the Java client drains one batch of every
+/// ready partition into a request, a request takes the next batch of each partition:
+/// cutting a request at the first partition seen twice would, with the sticky
+/// partitioner's random order, send about half the batches per request, and each
+/// request with acks=all and an fsync per batch costs a round trip.
+fn into_requests<T, K: PartialEq>(
+    batches: Vec<T>,
+    max_request_size: usize,
+    key_size: impl Fn(&T) -> (K, usize),
+) -> Vec<Vec<T>> {
+    let mut requests: Vec<(usize, Vec<T>)> = Vec::new();
+    // The request each partition's latest batch went into: its next goes later.
+    let mut last: Vec<(K, usize)> = Vec::new();
+    for b in batches {
+        let (key, size) = key_size(&b);
+        let slot = last.iter().position(|(k, _)| *k == key);
+        let from = slot.map_or(0, |i| last[i].1 + 1);
+        let at = (from..requests.len())
+            .find(|&i| requests[i].1.is_empty() || requests[i].0 + size <= max_request_size)
+            .unwrap_or_else(|| {
+                requests.push((0, Vec::new()));
+                requests.len() - 1
+            });
+        requests[at].0 += size;
+        requests[at].1.push(b);
+        match slot {
+            Some(i) => last[i].1 = at,
+            None => last.push((key, at)),
+        }
+    }
+    requests.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Adds the partitions of due batches to the open transaction (AddPartitionsToTxn) before
@@ -1694,7 +1714,51 @@ async fn handle_produce_response(
 
 #[cfg(test)]
 mod tests {
-    use super::may_send;
+    use super::{into_requests, may_send};
+
+    /// (partition, size) of each batch of each request.
+    fn split(batches: &[(i32, usize)], max: usize) -> Vec<Vec<(i32, usize)>> {
+        into_requests(batches.to_vec(), max, |b| *b)
+    }
+
+    #[test]
+    fn a_request_takes_the_next_batch_of_every_partition_in_order() {
+        // The sticky partitioner closes batches in a random partition order: each request
+        // gets one batch of each partition, and a partition's batches keep their order.
+        let closed = [
+            (3, 10),
+            (1, 11),
+            (3, 12),
+            (0, 13),
+            (1, 14),
+            (3, 15),
+            (2, 16),
+        ];
+        assert_eq!(
+            split(&closed, 1000),
+            vec![
+                vec![(3, 10), (1, 11), (0, 13), (2, 16)],
+                vec![(3, 12), (1, 14)],
+                vec![(3, 15)],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_request_sends_a_partitions_later_batches_after_it() {
+        // Request 0 is full after two batches: partition 2 goes to request 1, and partition
+        // 0's second batch, though it would fit in request 0's size, goes after its first.
+        let closed = [(0, 40), (1, 50), (2, 30), (0, 5), (3, 10)];
+        assert_eq!(
+            split(&closed, 100),
+            vec![vec![(0, 40), (1, 50), (3, 10)], vec![(2, 30), (0, 5)]]
+        );
+        // A batch larger than max.request.size goes alone.
+        assert_eq!(
+            split(&[(0, 10), (1, 500), (2, 20)], 100),
+            vec![vec![(0, 10), (2, 20)], vec![(1, 500)]]
+        );
+    }
 
     #[test]
     fn batches_pipeline_per_partition_only_where_the_broker_knows_the_sequence() {
