@@ -21,6 +21,12 @@ run as its own process, so the orchestrator never shares a GIL with a measured c
         On a topic with message.timestamp.type=LogAppendTime it also splits each latency at
         the broker's append stamp (ms): to_append_* and from_append_* percentiles.
 
+    clients.py fsync-writers --dir D [--writers 6] [--size 65536] [--seconds 3]
+        The disk's ceiling for scenario 5's pattern: W threads, each appending SIZE bytes to
+        its own file in D and fdatasync'ing after every write (as a broker fsyncs each of 6
+        partitions' logs after each appended batch): one JSON line {"mb_per_sec",
+        "fsyncs_per_sec"}.
+
     clients.py mock-cluster
         librdkafka's in-memory mock cluster (1 broker) in this process, standing in for a
         broker: prints "BOOTSTRAP host:port", then serves commands from stdin
@@ -310,6 +316,39 @@ def cmd_mock_cluster(_a) -> None:
     os._exit(0)  # skip destroying the cluster (and its data) on the way out
 
 
+def cmd_fsync_writers(a) -> None:
+    import threading
+
+    data = b"x" * a.size
+    written = [0] * a.writers
+    syncs = [0] * a.writers
+    start = time.monotonic()
+    end = start + a.seconds
+
+    def writer(i: int) -> None:
+        path = os.path.join(a.dir, f"fsync-writer-{os.getpid()}-{i}.bin")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            while time.monotonic() < end:  # os.write and os.fdatasync release the GIL
+                os.write(fd, data)
+                os.fdatasync(fd)
+                written[i] += len(data)
+                syncs[i] += 1
+        finally:
+            os.close(fd)
+            os.unlink(path)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(a.writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    secs = time.monotonic() - start
+    print(json.dumps({"writers": a.writers, "size": a.size, "seconds": secs,
+                      "mb_per_sec": sum(written) / 1e6 / secs, "fsyncs_per_sec": sum(syncs) / secs}),
+          flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -331,10 +370,15 @@ def main() -> None:
     p.add_argument("--record-size", type=int, default=1024)
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--duration", type=float, default=20.0)
+    p = sub.add_parser("fsync-writers")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--writers", type=int, default=6)
+    p.add_argument("--size", type=int, default=65536)
+    p.add_argument("--seconds", type=float, default=3.0)
     sub.add_parser("mock-cluster")
     a = ap.parse_args()
     {"produce": cmd_produce, "consume": cmd_consume, "latency": cmd_latency,
-     "mock-cluster": cmd_mock_cluster}[a.cmd](a)
+     "fsync-writers": cmd_fsync_writers, "mock-cluster": cmd_mock_cluster}[a.cmd](a)
 
 
 if __name__ == "__main__":

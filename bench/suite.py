@@ -51,10 +51,10 @@ PRODUCER_PROPS = ["acks=1", "linger.ms=5", "batch.size=65536"]
 SIZES = {
     "default": dict(n100=2_000_000, n1k=500_000, warm=300_000, lat_warmup=5.0, lat_duration=20.0,
                     n_fsync=200_000, idle_topics=100, idle_parts=10, idle_wait=10.0, idle_settle=5.0,
-                    iperf_secs=5, dd_mib=2048, dsync_count=2000, step_timeout=600, runs=3),
+                    iperf_secs=5, dd_mib=2048, dsync_count=2000, fsync_secs=3.0, step_timeout=600, runs=3),
     "quick": dict(n100=50_000, n1k=20_000, warm=10_000, lat_warmup=2.0, lat_duration=5.0,
                   n_fsync=10_000, idle_topics=100, idle_parts=10, idle_wait=3.0, idle_settle=2.0,
-                  iperf_secs=2, dd_mib=256, dsync_count=300, step_timeout=240, runs=1),
+                  iperf_secs=2, dd_mib=256, dsync_count=300, fsync_secs=1.0, step_timeout=240, runs=1),
 }
 
 KINDS = ("runnel", "kafka")
@@ -908,6 +908,19 @@ class Suite:
             lim["dd_dsync_error"] = str(e)
         finally:
             f.unlink(missing_ok=True)
+        # Scenario 5's own pattern: 6 logs, each fsynced after every appended batch (64 KiB),
+        # or after four when group commit gathers them (256 KiB).
+        for size in (65536, 262144):
+            key = f"fsync_writers_{size // 1024}k"
+            log(f"machine limits: 6 writers appending {size // 1024} KiB with an fdatasync after each")
+            try:
+                out = run_client([sys.executable, CLIENTS, "fsync-writers", "--dir", self.tmp, "--writers", 6,
+                                  "--size", size, "--seconds", cfg["fsync_secs"]],
+                                 cfg["step_timeout"], self.tmp, "fsync-writers")
+                lim[key + "_mb_per_sec"] = json.loads(out.strip().splitlines()[-1])["mb_per_sec"]
+                log(f"  {lim[key + '_mb_per_sec']:,.0f} MB/s")
+            except Exception as e:  # noqa: BLE001
+                lim[key + "_error"] = str(e)
 
     # ---------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -983,6 +996,14 @@ class Suite:
             out.append(f"- synchronous writes, dd bs=64k oflag=dsync × {cfg['dsync_count']}: " +
                        (f"{v:,.0f} writes/s ({lim['dd_dsync_mb_per_sec']:,.0f} MB/s)" if v else
                         f"failed: {short(lim.get('dd_dsync_error', '?'))}"))
+            for size in (64, 256):
+                v = lim.get(f"fsync_writers_{size}k_mb_per_sec")
+                err = lim.get(f"fsync_writers_{size}k_error")
+                if v is None and err is None:
+                    continue  # an older run's JSON
+                out.append(f"- 6 writers, each appending {size} KiB to its own file with an fdatasync after "
+                           "every write (scenario 5's pattern): "
+                           + (f"{v:,.0f} MB/s" if v else f"failed: {short(err or '?')}"))
         for s, rid, size in ((1, "1m.rps", "100 B"), (2, "2m.rps", "1 KiB")):
             if not self.sel(s):
                 continue
@@ -1110,8 +1131,12 @@ class Suite:
                 if v < 0.5 and mbs is not None and seq and dsync:
                     mbs *= 1024 / 1e6
                     text += (f" — Runnel wrote {mbs:,.0f} MB/s with an fsync per batch, {mbs / v / 2:,.0f} "
-                             f"would be 50%; this disk writes {seq:,.0f} MB/s in one 2 GiB fdatasync'd "
+                             f"would be 50%; this disk writes {seq:,.0f} MB/s in one {self.cfg['dd_mib']:,} MiB fdatasync'd "
                              f"stream and {dsync:,.0f} MB/s in synchronous 64 KiB writes (dd)")
+                    w64, w256 = (self.limits.get(f"fsync_writers_{k}k_mb_per_sec") for k in (64, 256))
+                    if w64 and w256:
+                        text += (f", and {w64:,.0f} MB/s ({w256:,.0f} MB/s) from 6 writers fsyncing "
+                                 f"every 64 KiB (256 KiB)")
                 put(v >= 0.5, text)
         if self.sel(6):
             for rid, what, lim in (("6.peak", "during scenario 2", 64), ("6.idle", "with 1,000 idle partitions", 128)):
