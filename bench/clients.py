@@ -12,7 +12,7 @@ run as its own process, so the orchestrator never shares a GIL with a measured c
         "records_per_sec", "mb_per_sec", "errors"}; exits 1 if fewer arrive in time.
 
     clients.py latency --bootstrap B --topic T [--rate-mb 20] [--record-size 1024]
-                       [--warmup 5] [--duration 20]
+                       [--warmup 5] [--duration 20] [--linger-ms 1]
         End-to-end latency at a fixed rate: a producer process stamps each value with
         time.time_ns() at produce(); a consumer process (this one) assigned to every
         partition from the beginning computes receive time - send time. Percentiles over the
@@ -56,7 +56,7 @@ PRODUCER_CONF = {
 # statistics.interval.ms: librdkafka reports, every second, the p99 of the time a record
 # waits inside the producer before its request is written (int_latency) and of the produce
 # round trip (rtt); the latency result carries the median of each over the window.
-LATENCY_PRODUCER_CONF = {"acks": 1, "linger.ms": 1, "statistics.interval.ms": 1000}
+LATENCY_PRODUCER_CONF = {"acks": 1, "linger.ms": 1, "statistics.interval.ms": 1000}  # linger: --linger-ms
 LATENCY_CONSUMER_CONF = {"fetch.wait.max.ms": 10, "fetch.min.bytes": 1, "enable.auto.commit": False}
 
 
@@ -127,7 +127,8 @@ def cmd_consume(a) -> None:
     sys.exit(0 if records >= a.num_records and not errors else 1)
 
 
-def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, warmup_ns, t_end_ns, out_q):
+def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, warmup_ns, t_end_ns, out_q,
+                      linger_ms=1.0):
     from confluent_kafka import Producer
 
     errs = [0]
@@ -149,7 +150,7 @@ def _latency_producer(bootstrap, topic, rate_bytes, size, t_start_ns, warmup_ns,
                 queue_p99.append(b["int_latency"]["p99"] / 1e3)
                 rtt_p99.append(b["rtt"]["p99"] / 1e3)
 
-    p = Producer({"bootstrap.servers": bootstrap, **LATENCY_PRODUCER_CONF,
+    p = Producer({"bootstrap.servers": bootstrap, **LATENCY_PRODUCER_CONF, "linger.ms": linger_ms,
                   "delivery.report.only.error": True, "on_delivery": on_delivery,
                   "stats_cb": on_stats})
     p.list_topics(topic, timeout=30)
@@ -201,7 +202,7 @@ def cmd_latency(a) -> None:
     win_hi = win_lo + int(a.duration * 1e9)
     prod = ctx.Process(target=_latency_producer,
                        args=(a.bootstrap, a.topic, a.rate_mb * 1e6, a.record_size, t0,
-                             int(a.warmup * 1e9), win_hi, q))
+                             int(a.warmup * 1e9), win_hi, q, a.linger_ms))
     prod.start()
     lat_ns = []
     # With message.timestamp.type=LogAppendTime the broker stamps each batch when it
@@ -370,6 +371,7 @@ def main() -> None:
     p.add_argument("--record-size", type=int, default=1024)
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--linger-ms", type=float, default=1.0, help="the producer's linger.ms")
     p = sub.add_parser("fsync-writers")
     p.add_argument("--dir", required=True)
     p.add_argument("--writers", type=int, default=6)

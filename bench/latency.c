@@ -4,7 +4,7 @@
  * figure is the client's own scheduling on a small machine.
  *
  *   latency --bootstrap B --topic T [--rate-mb 20] [--record-size 1024]
- *           [--warmup 5] [--duration 20]
+ *           [--warmup 5] [--duration 20] [--linger-ms 1]
  *
  * A producer thread stamps each value with the wall clock (ns, big-endian, first 8 bytes)
  * when it hands the record to librdkafka; the consumer (main thread), assigned to every
@@ -35,6 +35,7 @@
 
 /* Identical to LATENCY_PRODUCER_CONF / LATENCY_CONSUMER_CONF in clients.py. */
 /* statistics.interval.ms: the split described above (librdkafka then also keeps histograms) */
+/* linger.ms: 1 unless --linger-ms says otherwise (set in main) */
 static const char *PRODUCER_CONF[][2] = {
     {"acks", "1"}, {"linger.ms", "1"}, {"statistics.interval.ms", "1000"}};
 static const char *CONSUMER_CONF[][2] = {
@@ -215,13 +216,14 @@ int main(int argc, char **argv) {
   A.topic = flag(argc, argv, "--topic", NULL);
   if (!A.bootstrap || !A.topic) {
     fprintf(stderr, "usage: latency --bootstrap B --topic T [--rate-mb 20] [--record-size 1024] "
-                    "[--warmup 5] [--duration 20]\n");
+                    "[--warmup 5] [--duration 20] [--linger-ms 1]\n");
     return 2;
   }
   A.rate_mb = atof(flag(argc, argv, "--rate-mb", "20"));
   A.record_size = atoi(flag(argc, argv, "--record-size", "1024"));
   A.warmup = atof(flag(argc, argv, "--warmup", "5"));
   A.duration = atof(flag(argc, argv, "--duration", "20"));
+  PRODUCER_CONF[1][1] = flag(argc, argv, "--linger-ms", "1");
   if (A.record_size < 8 || A.rate_mb <= 0 || A.duration <= 0) {
     fprintf(stderr, "latency: --record-size must be >= 8, --rate-mb and --duration > 0\n");
     return 2;
