@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use runnel_api::{Consumer, ConsumerConfig, TopicPartition};
+use runnel_api::{Consumer, ConsumerConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             last_assignment = now;
         }
         for r in records {
-            let tp = TopicPartition::new(r.topic.as_str(), r.partition);
+            let tp = r.topic_partition();
             consumer
                 .commit_sync(Some(BTreeMap::from([(tp, r.offset + 1)])))
                 .await?;

@@ -237,8 +237,8 @@ impl ConsumerConfig {
 /// A record read from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared by the records of a fetch: no copy of the name per record).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.
@@ -253,6 +253,13 @@ pub struct ConsumerRecord {
     pub value: Option<Bytes>,
     /// Headers.
     pub headers: Vec<Header>,
+}
+
+impl ConsumerRecord {
+    /// The partition the record was read from.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(&*self.topic, self.partition)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -417,7 +424,7 @@ impl Consumer {
         self.order = partitions;
         self.buffer.retain(|r| {
             self.state
-                .contains_key(&TopicPartition::new(r.topic.clone(), r.partition))
+                .contains_key(&TopicPartition::new(&*r.topic, r.partition))
         });
         self.undecoded.retain(|u| self.state.contains_key(&u.tp));
         if self
@@ -448,8 +455,9 @@ impl Consumer {
         s.fetch_position = Some(offset);
         s.epoch += 1;
         s.skip = None;
-        let (t, p) = (tp.topic.clone(), tp.partition);
-        self.buffer.retain(|r| !(r.topic == t && r.partition == p));
+        let (t, p) = (tp.topic.as_str(), tp.partition);
+        self.buffer
+            .retain(|r| !(&*r.topic == t && r.partition == p));
         self.undecoded.retain(|u| u.tp != *tp);
         if self.failed.as_ref().is_some_and(|(f, _)| f == tp) {
             self.failed = None;
@@ -903,7 +911,7 @@ impl Consumer {
             }
             if let Some(s) = self
                 .state
-                .get_mut(&TopicPartition::new(topic.clone(), partition))
+                .get_mut(&TopicPartition::new(&**topic, partition))
             {
                 let offset = out[last].offset;
                 s.position = Some(match s.skip {
@@ -932,6 +940,7 @@ impl Consumer {
         let PartialDecode { decoded, error } =
             decode_committed_partial(u.records, self.config.check_crcs, &u.aborted);
         let (from, topic, partition) = (u.from, &u.tp.topic, u.tp.partition);
+        let shared: Arc<str> = Arc::from(topic.as_str());
         // The end of the batches read whole (control batches and aborted ones included).
         let end = decoded.next_offset.unwrap_or(from).max(from);
         if let Some(bad) = error {
@@ -957,7 +966,7 @@ impl Consumer {
                 .into_iter()
                 .filter(|r| r.offset >= from)
                 .map(|r| ConsumerRecord {
-                    topic: topic.clone(),
+                    topic: shared.clone(),
                     partition,
                     offset: r.offset,
                     timestamp: r.timestamp,

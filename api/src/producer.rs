@@ -52,7 +52,7 @@
 //!     for r in &records {
 //!         let upper = r.value.as_ref().map(|v| v.to_ascii_uppercase()).unwrap_or_default();
 //!         producer.send(ProducerRecord::new("WORDS").value(upper)).await?;
-//!         let tp = TopicPartition::new(r.topic.clone(), r.partition);
+//!         let tp = r.topic_partition();
 //!         next.retain(|(t, _)| *t != tp);
 //!         next.push((tp, r.offset + 1));
 //!     }

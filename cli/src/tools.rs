@@ -462,10 +462,7 @@ pub async fn consume(b: &Bootstrap, a: ConsumeArgs) -> anyhow::Result<()> {
             fields.push(show(&r.value));
             writeln!(out, "{}", fields.join(&a.separator))?;
             count += 1;
-            printed.insert(
-                TopicPartition::new(r.topic.as_str(), r.partition),
-                r.offset + 1,
-            );
+            printed.insert(r.topic_partition(), r.offset + 1);
             if a.max_messages.is_some_and(|m| count >= m) {
                 out.flush()?;
                 // With a group, commit exactly what was printed, then leave cleanly.

@@ -291,7 +291,7 @@ async fn delivery_callbacks_report_each_records_offset_and_a_refused_batch() {
     for i in 0..200 {
         let m = seen[&i].as_ref().expect("delivered");
         assert_eq!(
-            (m.topic.as_str(), m.partition, m.offset),
+            (&*m.topic, m.partition, m.offset),
             ("callbacks", 0, i as i64),
             "record {i} lands at its own offset, in send order"
         );
@@ -967,7 +967,7 @@ async fn a_pattern_subscription_follows_matching_topics() {
     let mut c = Consumer::connect(cfg).await.unwrap();
     c.subscribe_pattern(r"metrics\..*").unwrap();
     let got = read_all(&mut c, 2).await;
-    let mut topics: Vec<String> = got.iter().map(|r| r.topic.clone()).collect();
+    let mut topics: Vec<String> = got.iter().map(|r| r.topic.to_string()).collect();
     topics.sort();
     assert_eq!(
         topics,
@@ -985,10 +985,7 @@ async fn a_pattern_subscription_follows_matching_topics() {
         .await
         .unwrap();
     let later = read_all(&mut c, 1).await;
-    assert_eq!(
-        later.first().map(|r| r.topic.as_str()),
-        Some("metrics.disk")
-    );
+    assert_eq!(later.first().map(|r| &*r.topic), Some("metrics.disk"));
 }
 
 /// Many small fetches per partition, decoded only as the application drains them: every
