@@ -981,6 +981,8 @@ class Suite:
             if r["scenario"] not in self.only:
                 continue
             rid = r["id"]
+            if not any(self.res.get(rid, k) for k in (*KINDS, "mock")):
+                continue  # a row this run did not have (an older run's JSON)
             vr, vk = self.res.median(rid, "runnel"), self.res.median(rid, "kafka")
             ratio = f"{vr / vk:.2f}" if vr is not None and vk else "—"
             cr, ck = self.res.median(rid, "runnel", "cpu_s_per_gib"), self.res.median(rid, "kafka", "cpu_s_per_gib")

@@ -1,0 +1,61 @@
+"""Checks of the benchmark suite that need no broker (run by .ci/run): every stored run's raw
+data still renders with the current report, and the disk probe that scenario 5's ceiling
+comes from measures something and leaves nothing behind."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent
+RUNS = sorted(BENCH.glob("results-*.json"))
+
+
+def report(path: Path) -> str:
+    p = subprocess.run([sys.executable, str(BENCH / "suite.py"), "--report", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"--report {path.name} failed: {p.stderr[-2000:]}"
+    return p.stdout
+
+
+def test_there_are_stored_runs_to_render():
+    assert RUNS, "bench/results-*.json: the stored runs the README quotes are missing"
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.name)
+def test_a_stored_run_renders_with_the_current_report(path):
+    out = report(path)
+    data = json.loads(path.read_text())
+    assert out.startswith("| scenario | metric | Runnel | Kafka |"), out[:300]
+    # Every row the run measured is in the table, and no row it did not measure.
+    rows = {e["row"] for e in data["results"]}
+    for prefix in ("4z.", "3m.", "5r."):
+        has = any(r.startswith(prefix) for r in rows)
+        shown = f"| {prefix[:-1]}. " in out
+        assert has == shown, f"{path.name}: row {prefix[:-1]} measured={has} but shown={shown}"
+    assert f"Median of {data['config']['runs']} run(s) per broker" in out
+
+
+def test_the_latest_run_checks_every_target_it_measured():
+    latest = BENCH / "results-2026-12-04b.json"
+    out = report(latest)
+    targets = out.split("Against the performance issue's targets", 1)
+    assert len(targets) == 2, "the report lost its targets section"
+    lines = [ln for ln in targets[1].splitlines() if ln.startswith("- ")]
+    assert any(ln.startswith("- met: p99 with the C client at linger.ms=0") for ln in lines), lines
+    assert any("6 writers" in ln for ln in lines if "fsync per batch" in ln), \
+        "an unmet fsync target no longer cites the disk's 6-writer ceiling"
+    assert "6 writers, each appending 64 KiB" in out
+
+
+def test_the_fsync_probe_measures_the_disk_and_cleans_up(tmp_path):
+    p = subprocess.run([sys.executable, str(BENCH / "clients.py"), "fsync-writers", "--dir", str(tmp_path),
+                        "--writers", "2", "--size", "4096", "--seconds", "0.3"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout.strip().splitlines()[-1])
+    assert d["writers"] == 2 and d["size"] == 4096
+    assert d["mb_per_sec"] > 0 and d["fsyncs_per_sec"] > 0, d
+    assert list(tmp_path.iterdir()) == [], "the probe left its files behind"
