@@ -38,13 +38,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 T0 = time.monotonic()
 
-# Java tools: the heap kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh use, quiet logs
 # Kafka's broker JVM as its own start script gives it: kafka-server-start.sh's heap and
 # kafka-run-class.sh's KAFKA_JVM_PERFORMANCE_OPTS (Kafka 4.1), so the reference is Kafka
 # with its default settings (kafka-as-runnel.sh alone runs a leaner JVM for the tests).
 KAFKA_JVM_OPTS = ("-Xmx1G -Xms1G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
                   "-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent "
                   "-XX:MaxInlineLevel=15 -Djava.awt.headless=true")
+# Java tools: the heap kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh use, quiet logs
 JAVA_TOOL = ["java", "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", JAVA_CP]
 PRODUCER_PROPS = ["acks=1", "linger.ms=5", "batch.size=65536"]
 
