@@ -61,15 +61,17 @@ KINDS = ("runnel", "kafka")
 LABEL = {"runnel": "Runnel", "kafka": "Kafka", "mock": "mock cluster"}
 # Scenario 5 ÷ scenario 2 with the same client (derived from the medians).
 FSYNC_RATIOS = ("5.vs2", "5r.vs2", "5m.vs2")
-# Scenario 4's measurements: row id, client, its command, linger.ms. linger.ms=1 is the
+# Scenario 4's measurements: row id, client (table, sentences), command, linger.ms. linger.ms=1 is the
 # suite's setting since it began; with it the client's own wait is most of Runnel's p99, so
 # 4z runs the C client with linger.ms=0 (the Java client's default before Kafka 4.0, and
 # what latency-minded applications set), where what the broker costs per request shows.
-LATENCY_VARIANTS = (("4", "confluent-kafka (Python)", [sys.executable, str(CLIENTS), "latency"], 1),
-                    ("4c", "librdkafka from C (bench/latency.c)", [str(LATENCY_C)], 1),
-                    ("4z", "librdkafka from C (bench/latency.c)", [str(LATENCY_C)], 0))
+LATENCY_VARIANTS = (
+    ("4", "confluent-kafka (Python)", "the Python client", [sys.executable, str(CLIENTS), "latency"], 1),
+    ("4c", "librdkafka from C (bench/latency.c)", "the C client", [str(LATENCY_C)], 1),
+    ("4z", "librdkafka from C (bench/latency.c)", "the C client at linger.ms=0", [str(LATENCY_C)], 0))
 LATENCY_ROWS = tuple(v[0] for v in LATENCY_VARIANTS)
-LATENCY_SHORT = {"4": "the Python client", "4c": "the C client", "4z": "the C client at linger.ms=0"}
+# Row id -> the client as the report's sentences name it.
+LATENCY_SHORT = {v[0]: v[2] for v in LATENCY_VARIANTS}
 # The rows of one latency measurement (scenario 4, 4c and 4z).
 LATENCY_KEYS = ("p50", "p99", "p999", "qp99", "rtt99", "rate", "steal")
 
@@ -482,7 +484,7 @@ def row_specs(cfg) -> list:
     add("3.total", 3, "3. consume scenario 2's 1 KiB records, Kafka ConsumerPerformance", "MB/s (incl. group join)", "f1")
     add("3r.mbs", 3, "3r. consume scenario 2's 1 KiB records, runnel perf consume", "MB/s", "f1")
     add("3m.mbs", 3, "3m. consume scenario 2's 1 KiB records, confluent-kafka (Python)", "MB/s", "f1")
-    for r, client, _, linger in LATENCY_VARIANTS:
+    for r, client, _, _, linger in LATENCY_VARIANTS:
         lat = f"{r}. end-to-end latency, 1 KiB at {cfg['lat_rate']:g} MB/s, {client}, linger.ms={linger}"
         add(f"{r}.p50", 4, lat, "p50 ms", "f2")
         add(f"{r}.p99", 4, lat, "p99 ms", "f2")
@@ -792,7 +794,7 @@ class Suite:
         cfg = self.cfg
         # The same measurement with two clients: Python (confluent-kafka) and C (the
         # same librdkafka without the interpreter's own scheduling in the figure).
-        for r, _, tool, linger in LATENCY_VARIANTS:
+        for r, _, _, tool, linger in LATENCY_VARIANTS:
             def latency(r=r, tool=tool, linger=linger):
                 if not Path(tool[0]).exists():
                     raise StepError(f"{tool[0]} is missing (bench/run builds it from bench/latency.c)")
