@@ -5,7 +5,6 @@
 //! (gzip, snappy, lz4, zstd) come from the protocol crate.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 /// A record header: a key and an optional value. Keys may repeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,23 +300,12 @@ impl BatchBuilder {
         transactional: bool,
     ) -> Bytes {
         let mut b = match compression {
-            Compression::None => BytesMut::from(&self.records[..]),
+            Compression::None => self.records[..].to_vec(),
             c => {
-                let mut out = BytesMut::with_capacity(self.records.len() / 2 + 64);
-                out.put_bytes(0, HEADER);
                 let raw = &self.records[HEADER..];
-                let fill = |tmp: &mut BytesMut| {
-                    tmp.put_slice(raw);
-                    Ok(())
-                };
-                let res = match c {
-                    Compression::Gzip => Gzip::compress(&mut out, fill),
-                    Compression::Snappy => Snappy::compress(&mut out, fill),
-                    Compression::Lz4 => Lz4::compress(&mut out, fill),
-                    Compression::Zstd => Zstd::compress(&mut out, fill),
-                    Compression::None => unreachable!("handled above"),
-                };
-                match res {
+                let mut out = Vec::with_capacity(HEADER + raw.len() / 2 + 64);
+                out.resize(HEADER, 0);
+                match crate::codec::compress_into(c.id() as u8, raw, &mut out) {
                     Ok(()) => out,
                     // Codecs compressing in memory do not fail; if one ever does, the batch
                     // goes out uncompressed rather than not at all.
@@ -339,7 +327,7 @@ impl BatchBuilder {
             attributes,
             (producer_id, producer_epoch, base_sequence),
         );
-        b.freeze()
+        Bytes::from(b)
     }
 
     /// As [`BatchBuilder::build_with`], consuming the builder: an uncompressed batch is
@@ -373,7 +361,7 @@ impl BatchBuilder {
 
     /// Fills the header room at the front of `b` (whose records follow it) and the CRC;
     /// `producer` is (producer id, epoch, base sequence).
-    fn write_header(&self, b: &mut BytesMut, attributes: i16, producer: (i64, i16, i32)) {
+    fn write_header(&self, b: &mut [u8], attributes: i16, producer: (i64, i16, i32)) {
         let (producer_id, producer_epoch, base_sequence) = producer;
         let records_len = b.len() - HEADER;
         let mut h = &mut b[..HEADER];
@@ -634,15 +622,10 @@ fn decode_batch(
         return Ok(());
     }
     let log_append_time = attributes & 0x08 != 0;
-    let err = |e: anyhow::Error| RecordsError(format!("cannot decompress: {e}"));
-    let take = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
     let mut body = match attributes & 0x07 {
         0 => batch,
-        1 => Gzip::decompress(&mut batch, take).map_err(err)?,
-        2 => Snappy::decompress(&mut batch, take).map_err(err)?,
-        3 => Lz4::decompress(&mut batch, take).map_err(err)?,
-        4 => Zstd::decompress(&mut batch, take).map_err(err)?,
-        c => return Err(RecordsError(format!("unknown compression codec {c}"))),
+        c => crate::codec::decompress(c as u8, &batch)
+            .map_err(|e| RecordsError(format!("cannot decompress: {e}")))?,
     };
     for _ in 0..count {
         let len = get_varint(&mut body)?;

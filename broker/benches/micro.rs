@@ -18,11 +18,22 @@ use runnel_broker::log::cleaner::{build_offset_map, write_group};
 use runnel_broker::log::index::OffsetIndex;
 use runnel_broker::log::{Log, LogCheckpoints};
 
-/// A batch of `n` records of `size` bytes, as a producer would send it.
-fn batch(n: usize, size: usize, codec: Compression) -> Bytes {
+/// A batch of `n` records of `size` bytes, as a producer would send it: values of one
+/// repeated byte, or (`text`) random capital letters, as Kafka's ProducerPerformance sends.
+fn batch(n: usize, size: usize, codec: Compression, text: bool) -> Bytes {
     let mut b = BatchBuilder::new();
-    let value = vec![b'x'; size];
+    let mut x: u32 = 7;
     for i in 0..n {
+        let value: Vec<u8> = if text {
+            (0..size)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    b'A' + ((x >> 16) % 26) as u8
+                })
+                .collect()
+        } else {
+            vec![b'x'; size]
+        };
         b.append(1_700_000_000_000 + i as i64, None, Some(&value), &[]);
     }
     b.build(codec, -1, -1, -1)
@@ -35,13 +46,15 @@ fn validation(c: &mut Criterion) {
         keys_required: false,
     };
     let mut g = c.benchmark_group("validate_batch");
-    for (name, n, size, codec) in [
-        ("64KiB_100B_none", 600, 100, Compression::None),
-        ("64KiB_1KiB_none", 62, 1024, Compression::None),
-        ("64KiB_100B_lz4", 600, 100, Compression::Lz4),
-        ("64KiB_100B_zstd", 600, 100, Compression::Zstd),
+    for (name, n, size, codec, text) in [
+        ("64KiB_100B_none", 600, 100, Compression::None, false),
+        ("64KiB_1KiB_none", 62, 1024, Compression::None, false),
+        ("64KiB_100B_lz4", 600, 100, Compression::Lz4, false),
+        ("64KiB_100B_zstd", 600, 100, Compression::Zstd, false),
+        ("64KiB_1KiB_text_lz4", 62, 1024, Compression::Lz4, true),
+        ("64KiB_1KiB_text_zstd", 62, 1024, Compression::Zstd, true),
     ] {
-        let payload = batch(n, size, codec);
+        let payload = batch(n, size, codec, text);
         g.throughput(Throughput::Bytes((n * size) as u64));
         g.bench_function(name, |b| {
             b.iter(|| validate_produce_with(black_box(&payload), &limits).expect("valid"))
@@ -80,7 +93,7 @@ fn index_lookup(c: &mut Criterion) {
 
 fn request_decoding(c: &mut Criterion) {
     // A Produce v9 request for 6 partitions with a 64 KiB batch each.
-    let payload = batch(600, 100, Compression::None);
+    let payload = batch(600, 100, Compression::None, false);
     let req = ProduceRequest::default().with_acks(1).with_topic_data(vec![
         TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str("bench")))
@@ -170,9 +183,70 @@ fn cleaner_pass(c: &mut Criterion) {
     g.finish();
 }
 
+fn lz4_frame_without_checksum(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = lz4::EncoderBuilder::new()
+        .level(4)
+        .block_mode(lz4::BlockMode::Independent)
+        .checksum(lz4::ContentChecksum::NoChecksum)
+        .build(Vec::new())
+        .expect("encoder");
+    enc.write_all(data).expect("write");
+    let (out, res) = enc.finish();
+    res.expect("finish");
+    out
+}
+
+/// Decompressing a 64 KiB records section of text: Runnel's codec path against
+/// kafka-protocol's generic one, which validation and the consumer used before.
+fn decompression(c: &mut Criterion) {
+    use kafka_protocol::compression::{Decompressor, Lz4, Zstd};
+    let mut g = c.benchmark_group("decompress_64KiB_text");
+    for (name, codec) in [("lz4", Compression::Lz4), ("zstd", Compression::Zstd)] {
+        let b = batch(62, 1024, codec, true);
+        let section = b.slice(61..);
+        let id = if name == "lz4" { 3 } else { 4 };
+        let plain = runnel_api::codec::decompress(id, &section).expect("decodes");
+        g.throughput(Throughput::Bytes(plain.len() as u64));
+        g.bench_function(format!("{name}_runnel"), |bch| {
+            bch.iter(|| {
+                runnel_api::codec::with_decompressed(id, black_box(&section), |d| d.len())
+                    .expect("decodes")
+            })
+        });
+        g.bench_function(format!("{name}_runnel_owned"), |bch| {
+            bch.iter(|| runnel_api::codec::decompress(id, black_box(&section)).expect("decodes"))
+        });
+        if id == 3 {
+            // The same frame without a content checksum, as the Java client and librdkafka
+            // write it.
+            let frame = Bytes::from(lz4_frame_without_checksum(&plain));
+            g.bench_function("lz4_runnel_no_checksum", |bch| {
+                bch.iter(|| {
+                    runnel_api::codec::with_decompressed(3, black_box(&frame), |d| d.len())
+                        .expect("decodes")
+                })
+            });
+        }
+        g.bench_function(format!("{name}_kafka_protocol"), |bch| {
+            bch.iter(|| {
+                let mut src = black_box(section.clone());
+                let take = |x: &mut Bytes| Ok(std::mem::take(x));
+                if id == 3 {
+                    Lz4::decompress(&mut src, take).expect("decodes")
+                } else {
+                    Zstd::decompress(&mut src, take).expect("decodes")
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     micro,
     validation,
+    decompression,
     index_lookup,
     request_decoding,
     cleaner_pass

@@ -4,7 +4,6 @@
 //! `partitionLeaderEpoch` are patched, and the CRC does not cover them.
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 /// Size of the v2 batch header.
 pub const HEADER_LEN: usize = 61;
@@ -241,19 +240,37 @@ fn skip_bytes_field(buf: &mut &[u8], what: &str) -> Result<(), BatchError> {
 
 /// Decompresses a batch's records section according to its codec.
 fn records_section(batch: &Bytes, h: &BatchHeader) -> Result<Bytes, BatchError> {
-    let mut body = batch.slice(HEADER_LEN..);
-    let err = |e: anyhow::Error| BatchError::Corrupt(format!("cannot decompress records: {e}"));
-    let take = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
     match h.compression() {
-        0 => Ok(body),
-        1 => Gzip::decompress(&mut body, take).map_err(err),
-        2 => Snappy::decompress(&mut body, take).map_err(err),
-        3 => Lz4::decompress(&mut body, take).map_err(err),
-        4 => Zstd::decompress(&mut body, take).map_err(err),
+        0 => Ok(batch.slice(HEADER_LEN..)),
+        c => runnel_api::codec::decompress(check_codec(c)?, &batch[HEADER_LEN..]).map_err(corrupt),
+    }
+}
+
+/// Hands a batch's records section to `f`, decompressed (when it is) into memory reused
+/// per thread: validation only reads it, the batch is stored as it came.
+fn with_records_section<R>(
+    batch: &Bytes,
+    h: &BatchHeader,
+    f: impl FnOnce(&[u8]) -> Result<R, BatchError>,
+) -> Result<R, BatchError> {
+    match h.compression() {
+        0 => f(&batch[HEADER_LEN..]),
+        c => runnel_api::codec::with_decompressed(check_codec(c)?, &batch[HEADER_LEN..], f)
+            .map_err(corrupt)?,
+    }
+}
+
+fn check_codec(c: i16) -> Result<u8, BatchError> {
+    match c {
+        1..=4 => Ok(c as u8),
         c => Err(BatchError::Invalid(format!(
             "unknown compression codec {c}"
         ))),
     }
+}
+
+fn corrupt(e: runnel_api::codec::CodecError) -> BatchError {
+    BatchError::Corrupt(format!("cannot decompress records: {e}"))
 }
 
 /// Decodes every record's offset delta and timestamp, checking the record encoding.
@@ -272,10 +289,18 @@ pub fn records(batch: &Bytes) -> Result<Vec<RecordInfo>, BatchError> {
 fn walk_records(
     batch: &Bytes,
     h: &BatchHeader,
+    visit: impl FnMut(RecordInfo) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
+    with_records_section(batch, h, |section| walk_section(section, h, visit))
+}
+
+/// [`walk_records`] over a records section already decompressed.
+fn walk_section(
+    section: &[u8],
+    h: &BatchHeader,
     mut visit: impl FnMut(RecordInfo) -> Result<(), BatchError>,
 ) -> Result<(), BatchError> {
-    let section = records_section(batch, h)?;
-    let mut body: &[u8] = &section;
+    let mut body: &[u8] = section;
     for _ in 0..h.records_count {
         let len = get_varint(&mut body)?;
         if len < 0 || len as usize > body.len() {
@@ -433,7 +458,7 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// for a producer's last write.
 pub fn rebuild_batch(h: &BatchHeader, records: &[u8], count: i32, max_timestamp: i64) -> Vec<u8> {
     use bytes::BufMut;
-    use kafka_protocol::compression::Compressor;
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
     let mut body = bytes::BytesMut::with_capacity(records.len() + HEADER_LEN);
     let fill = |tmp: &mut bytes::BytesMut| {
         tmp.put_slice(records);
@@ -856,6 +881,47 @@ pub(crate) mod tests {
         let err = validate_produce(&Bytes::from(m), 1 << 20).unwrap_err();
         assert!(
             matches!(err, BatchError::Corrupt(ref s) if s.contains("CRC")),
+            "{err}"
+        );
+    }
+
+    /// `m` with its CRC recomputed, as a producer with a bug would send it.
+    fn with_fixed_crc(mut m: Vec<u8>) -> Bytes {
+        let crc = crc32c::crc32c(&m[21..]);
+        m[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(m)
+    }
+
+    #[test]
+    fn undecodable_compressed_records_are_corrupt_and_unknown_codecs_invalid() {
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let good = encode_batch(200, 0, codec).to_vec();
+            assert!(validate_produce(&Bytes::from(good.clone()), 1 << 20).is_ok());
+            // Damage inside the compressed section, under a CRC that matches it.
+            let mut m = good.clone();
+            let at = HEADER_LEN + (m.len() - HEADER_LEN) / 2;
+            m[at] ^= 0x5a;
+            m[at + 1] ^= 0xa5;
+            let err = validate_produce(&with_fixed_crc(m), 1 << 20).unwrap_err();
+            assert!(matches!(err, BatchError::Corrupt(_)), "{codec:?}: {err}");
+            // Cut short.
+            let mut m = good.clone();
+            m.truncate(m.len() - 7);
+            let len = (m.len() - 12) as i32;
+            m[8..12].copy_from_slice(&len.to_be_bytes());
+            let err = validate_produce(&with_fixed_crc(m), 1 << 20).unwrap_err();
+            assert!(matches!(err, BatchError::Corrupt(_)), "{codec:?}: {err}");
+        }
+        let mut m = encode_batch(2, 0, Compression::Lz4).to_vec();
+        m[22] = (m[22] & !0x07) | 6; // attributes: codec 6
+        let err = validate_produce(&with_fixed_crc(m), 1 << 20).unwrap_err();
+        assert!(
+            matches!(err, BatchError::Invalid(ref s) if s.contains("codec 6")),
             "{err}"
         );
     }
