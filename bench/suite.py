@@ -47,6 +47,10 @@ KAFKA_JVM_OPTS = ("-Xmx1G -Xms1G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
 # Java tools: the heap kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh use, quiet logs
 JAVA_TOOL = ["java", "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", JAVA_CP]
 PRODUCER_PROPS = ["acks=1", "linger.ms=5", "batch.size=65536"]
+SCENARIOS = (1, 2, 3, 4, 5, 6, 7)
+# Scenario 7 (not among the issue's six): scenario 2 with the producer compressing, as most
+# deployments run. The broker decompresses every batch to validate it, as Kafka does.
+CODECS = (("7l", "lz4"), ("7z", "zstd"))
 
 SIZES = {
     "default": dict(n100=2_000_000, n1k=500_000, warm=300_000, lat_warmup=5.0, lat_duration=20.0,
@@ -505,6 +509,10 @@ def row_specs(cfg) -> list:
     fs = "5m. produce 1 KiB acks=all, flush.messages=1 (fsync per batch), confluent-kafka (Python)"
     add("5m.rps", 5, fs, "records/s", "int")
     add("5m.vs2", 5, fs, "÷ scenario 2m records/s (same broker, same client)", "f3")
+    for rid, codec in CODECS:
+        label = f"{rid}. produce 1 KiB acks=1 compression.type={codec}, {pp}"
+        add(f"{rid}.rps", 7, label, "records/s", "int")
+        add(f"{rid}.mbs", 7, label, "MB/s (uncompressed)", "f1")
     add("6.peak", 6, "6. broker memory", "peak RSS MiB during scenario 2", "int")
     add("6.empty", 6, "6. broker memory", "RSS MiB, fresh broker, idle, no topics", "int")
     add("6.idle", 6, "6. broker memory",
@@ -594,10 +602,12 @@ class Suite:
         if b is not None and not b.alive():
             raise BrokerDied(b.death())
 
-    def produce_rows(self, b, kind, run, prefix, tool, topic, n, size, logdir, acks="1", config=None):
+    def produce_rows(self, b, kind, run, prefix, tool, topic, n, size, logdir, acks="1", config=None,
+                     extra_props=()):
         """ProducerPerformance / runnel perf produce / the Python producer: records/s, MB/s.
-        `acks` and the topic `config` are scenario 5's (acks=all, flush.messages=1)."""
-        props = [f"acks={acks}", *PRODUCER_PROPS[1:]]
+        `acks` and the topic `config` are scenario 5's (acks=all, flush.messages=1);
+        `extra_props` scenario 7's compression.type (ProducerPerformance only)."""
+        props = [f"acks={acks}", *PRODUCER_PROPS[1:], *extra_props]
         def go():
             b.create_topic(topic, config=config)
             if tool == "py":
@@ -626,7 +636,7 @@ class Suite:
         cfg = self.cfg
         b = Broker(kind, self.tmp, f"run{run}")
         logdir = b.dir
-        want = [s for s in (1, 2, 3, 4, 5, 6) if self.sel(s)]
+        want = [s for s in SCENARIOS if self.sel(s)]
         planned = [r["id"] for r in self.rows if r["scenario"] in want and r["id"] not in
                    ("6.empty", "6.idle", "6.create", "6.idlecpu", "6.stop", *FSYNC_RATIOS)]
         log(f"run {run}/{self.runs}: starting {LABEL[kind]} for scenarios {','.join(map(str, want))}")
@@ -743,6 +753,13 @@ class Suite:
             self.produce_rows(b, kind, run, "5", "pp", "s5-fsync", n, 1024, logdir, "all", fsync)
             self.produce_rows(b, kind, run, "5r", "rp", "s5r-fsync", n, 1024, logdir, "all", fsync)
             self.produce_rows(b, kind, run, "5m", "py", "s5m-fsync", n, 1024, logdir, "all", fsync)
+
+        if self.sel(7):
+            # ProducerPerformance sends random capital letters in every record: zstd stores them
+            # in about 62% of the space, LZ4 (no entropy coding) hardly compresses them at all.
+            for rid, codec in CODECS:
+                self.produce_rows(b, kind, run, rid, "pp", f"s{rid}-{codec}", cfg["n1k"], 1024, logdir,
+                                  extra_props=[f"compression.type={codec}"])
 
     def idle_session(self, kind: str, run: int) -> None:
         cfg = self.cfg
@@ -945,7 +962,7 @@ class Suite:
             # colder machine (fresh pages on a VM, caches), and neither broker should always
             # take that.
             for kind in (KINDS if run % 2 else KINDS[::-1]):
-                if any(self.sel(s) for s in (1, 2, 3, 4, 5, 6)):
+                if any(self.sel(s) for s in SCENARIOS):
                     self.main_session(kind, run)
                 if self.sel(6):
                     self.idle_session(kind, run)
@@ -1235,8 +1252,8 @@ def parse_only(s: str) -> set:
         v = {int(x) for x in s.split(",") if x.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError("--only takes scenario numbers, e.g. 1,2,4") from None
-    if not v or not v <= {1, 2, 3, 4, 5, 6}:
-        raise argparse.ArgumentTypeError("scenarios are 1-6")
+    if not v or not v <= set(SCENARIOS):
+        raise argparse.ArgumentTypeError(f"scenarios are {SCENARIOS[0]}-{SCENARIOS[-1]}")
     return v
 
 
@@ -1244,7 +1261,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="Runnel vs Apache Kafka benchmark suite (bench/README.md)")
     ap.add_argument("--runs", type=int, help="runs per broker; the table shows the median (default 3, --quick 1)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and 1 run, to smoke-test the suite")
-    ap.add_argument("--only", type=parse_only, default={1, 2, 3, 4, 5, 6}, help="scenarios, e.g. 1,2,4")
+    ap.add_argument("--only", type=parse_only, default=set(SCENARIOS), help="scenarios, e.g. 1,2,4")
     ap.add_argument("--out", help="also write the table to FILE and the raw results to FILE.json")
     ap.add_argument("--records-100", type=int, help="records for the 100 B scenarios (1, 1r, 1m)")
     ap.add_argument("--records-1k", type=int, help="records for the 1 KiB scenarios (2, 2r, 2m, 3)")
