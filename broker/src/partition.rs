@@ -80,7 +80,7 @@ impl Partition {
 
     /// Validates and appends a produce payload.
     pub fn append_records(&self, payload: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
-        let limits = {
+        let (limits, target) = {
             let log = self.log();
             let cfg = log.config();
             let timestamps = (cfg.message_timestamp_type == TimestampType::CreateTime).then(|| {
@@ -89,14 +89,25 @@ impl Partition {
                     now_ms.saturating_add(cfg.message_timestamp_after_max_ms),
                 )
             });
-            ProduceLimits {
+            let limits = ProduceLimits {
                 max_message_bytes: cfg.max_message_bytes.max(0) as usize,
                 timestamps,
                 keys_required: cfg.compacted(),
-            }
+            };
+            (limits, batch::target_codec(&cfg.compression_type))
         };
         // Validation (CRC, decompression) runs before the lock is taken.
         let batches = batch::validate_produce_with(payload, &limits).map_err(LogError::Batch)?;
+        // A topic whose compression.type names a codec stores every batch in it.
+        if let Some(codec) = target
+            && let Some(rebuilt) =
+                batch::recompress(payload, &batches, codec).map_err(LogError::Batch)?
+        {
+            // Checked again as sent: the size can change (max.message.bytes).
+            let batches =
+                batch::validate_produce_with(&rebuilt, &limits).map_err(LogError::Batch)?;
+            return self.log().append(&rebuilt, &batches, now_ms);
+        }
         let mut log = self.log();
         log.append(payload, &batches, now_ms)
     }

@@ -192,6 +192,21 @@ def test_acks(broker, acks, codec):
     assert_stored_codec(broker.data_dir, topic, counts, codec)
 
 
+@pytest.mark.parametrize("topic_codec,client_codec", [("zstd", "lz4"), ("uncompressed", "zstd"),
+                                                     ("lz4", "none"), ("gzip", "snappy")])
+def test_topic_compression_type_recompresses(broker, topic_codec, client_codec):
+    """A topic whose compression.type names a codec stores every batch in it, whatever the
+    producer used, as Kafka recompresses; consumers read the records the producer sent."""
+    topic = unique_topic(f"ck-ctype-{topic_codec}")
+    create_topic(broker, topic, 3, config={"compression.type": topic_codec})
+    recs = make_records(topic, null_header_value=True)
+    produce(broker, topic, recs, codec=client_codec, acks="all")
+    counts = {p: len(rs) for p, rs in by_partition(recs).items()}
+    assert_roundtrip(recs, consume_all(broker, topic, counts))
+    assert_stored_codec(broker.data_dir, topic, counts,
+                        "none" if topic_codec == "uncompressed" else topic_codec)
+
+
 def test_auto_create_on_produce(broker):
     topic = unique_topic("ck-auto")
     recs = make_records(topic, partitions=1, per_partition=5)

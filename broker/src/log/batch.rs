@@ -458,18 +458,10 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// for a producer's last write.
 pub fn rebuild_batch(h: &BatchHeader, records: &[u8], count: i32, max_timestamp: i64) -> Vec<u8> {
     use bytes::BufMut;
-    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
-    let mut body = bytes::BytesMut::with_capacity(records.len() + HEADER_LEN);
-    let fill = |tmp: &mut bytes::BytesMut| {
-        tmp.put_slice(records);
-        Ok(())
-    };
+    let mut body = Vec::with_capacity(records.len() + HEADER_LEN);
     let compressed = match h.compression() {
         _ if count == 0 => Ok(()),
-        1 => Gzip::compress(&mut body, fill),
-        2 => Snappy::compress(&mut body, fill),
-        3 => Lz4::compress(&mut body, fill),
-        4 => Zstd::compress(&mut body, fill),
+        c @ 1..=4 => runnel_api::codec::compress_into(c as u8, records, &mut body),
         _ => {
             body.put_slice(records);
             Ok(())
@@ -504,6 +496,51 @@ pub fn rebuild_batch(h: &BatchHeader, records: &[u8], count: i32, max_timestamp:
     let crc = compute_crc(&b);
     b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// The codec a topic's `compression.type` asks the broker to store (`None` for
+/// `producer`: each batch as its producer compressed it).
+pub fn target_codec(compression_type: &str) -> Option<i16> {
+    match compression_type {
+        "uncompressed" => Some(0),
+        "gzip" => Some(1),
+        "snappy" => Some(2),
+        "lz4" => Some(3),
+        "zstd" => Some(4),
+        _ => None,
+    }
+}
+
+/// A validated produce payload with every batch stored in `codec`, as Kafka recompresses
+/// when a topic's `compression.type` names another codec than the producer used; `None`
+/// when every batch already uses it. Records, offsets, timestamps and the producer's id,
+/// epoch and sequence stay as they were.
+pub fn recompress(
+    payload: &Bytes,
+    batches: &[ValidatedBatch],
+    codec: i16,
+) -> Result<Option<Bytes>, BatchError> {
+    if batches.iter().all(|b| b.header.compression() == codec) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(payload.len());
+    for b in batches {
+        let batch = payload.slice(b.start..b.start + b.header.total_size());
+        if b.header.compression() == codec {
+            out.extend_from_slice(&batch);
+            continue;
+        }
+        let section = records_section(&batch, &b.header)?;
+        let mut h = b.header;
+        h.attributes = (h.attributes & !0x07) | codec;
+        out.extend_from_slice(&rebuild_batch(
+            &h,
+            &section,
+            h.records_count,
+            h.max_timestamp,
+        ));
+    }
+    Ok(Some(Bytes::from(out)))
 }
 
 /// What validation learned about one produced batch.
@@ -924,6 +961,64 @@ pub(crate) mod tests {
             matches!(err, BatchError::Invalid(ref s) if s.contains("codec 6")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn recompression_changes_the_codec_and_nothing_else() {
+        let limits = ProduceLimits {
+            max_message_bytes: 1 << 20,
+            timestamps: None,
+            keys_required: false,
+        };
+        for (from, to) in [
+            (Compression::Lz4, 4),
+            (Compression::None, 3),
+            (Compression::Zstd, 0),
+            (Compression::Snappy, 1),
+            (Compression::Gzip, 2),
+        ] {
+            let mut m = encode_batch(300, 1_700_000_000_000, from).to_vec();
+            // An idempotent producer's batch: its id, epoch and sequence must survive.
+            m[43..51].copy_from_slice(&77i64.to_be_bytes());
+            m[51..53].copy_from_slice(&3i16.to_be_bytes());
+            m[53..57].copy_from_slice(&1200i32.to_be_bytes());
+            let payload = with_fixed_crc(m);
+            let batches = validate_produce_with(&payload, &limits).expect("valid");
+            let out = recompress(&payload, &batches, to)
+                .expect("recompresses")
+                .expect("the codec differs");
+            let again = validate_produce_with(&out, &limits).expect("still valid");
+            let (a, b) = (batches[0].header, again[0].header);
+            assert_eq!(b.compression(), to);
+            assert_eq!(
+                (b.producer_id, b.producer_epoch, b.base_sequence),
+                (77, 3, 1200)
+            );
+            assert_eq!(
+                (
+                    a.base_timestamp,
+                    a.max_timestamp,
+                    a.records_count,
+                    a.last_offset_delta
+                ),
+                (
+                    b.base_timestamp,
+                    b.max_timestamp,
+                    b.records_count,
+                    b.last_offset_delta
+                )
+            );
+            assert_eq!(a.attributes & !0x07, b.attributes & !0x07);
+            assert_eq!(
+                decompressed_records(&payload, &a).expect("old"),
+                decompressed_records(&out, &b).expect("new")
+            );
+            // Already in the topic's codec: kept as sent.
+            assert!(recompress(&out, &again, to).expect("ok").is_none());
+        }
+        assert_eq!(target_codec("producer"), None);
+        assert_eq!(target_codec("uncompressed"), Some(0));
+        assert_eq!(target_codec("zstd"), Some(4));
     }
 
     #[test]
