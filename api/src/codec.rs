@@ -11,7 +11,8 @@
 //! Compression ([`compress_into`]) writes what Kafka's Java client writes by default: LZ4
 //! frames of independent 64 KiB blocks compressed in LZ4's fast mode, without a content
 //! checksum (kafka-protocol's LZ4 uses the much slower high-compression mode), and zstd at
-//! level 3 with the content size in the frame header, from a context kept per thread.
+//! level 3 with the content size in the frame header, from a context kept per thread; or at
+//! the level `compression.<codec>.level` asks for.
 //!
 //! kafka-protocol's generic path for LZ4 and zstd streams through an 8 KiB copy buffer into a
 //! buffer grown by doubling, and creates a new decoder (with its own buffers) for every
@@ -412,28 +413,62 @@ fn zstd_frames(src: &[u8], buf: &mut Vec<u8>, start: usize) -> Result<usize, Cod
     result
 }
 
-/// Compresses `src` with Kafka codec `codec` (1 gzip, 2 Snappy, 3 LZ4, 4 zstd) and appends
-/// the result to `out`.
+/// Compresses `src` with Kafka codec `codec` (1 gzip, 2 Snappy, 3 LZ4, 4 zstd) at the
+/// codec's default level and appends the result to `out`.
 pub fn compress_into(codec: u8, src: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    compress_at_level(codec, None, src, out)
+}
+
+/// Kafka's `compression.gzip.level`: -1 (zlib's default) or 1 to 9.
+pub const GZIP_LEVELS: (i32, i32, i32) = (-1, 1, 9);
+/// Kafka's `compression.lz4.level`: 1 to 17, default 9. The default is LZ4's fast mode (as
+/// in Kafka's clients); any other level its high-compression mode at that level.
+pub const LZ4_LEVELS: (i32, i32, i32) = (9, 1, 17);
+/// Kafka's `compression.zstd.level`: -131072 to 22, default 3.
+pub const ZSTD_LEVELS: (i32, i32, i32) = (3, -131_072, 22);
+
+/// Whether `level` is one Kafka accepts for the codec's `compression.<codec>.level`.
+pub fn level_ok(codec: u8, level: i32) -> bool {
+    match codec {
+        1 => level == GZIP_LEVELS.0 || (GZIP_LEVELS.1..=GZIP_LEVELS.2).contains(&level),
+        3 => (LZ4_LEVELS.1..=LZ4_LEVELS.2).contains(&level),
+        4 => (ZSTD_LEVELS.1..=ZSTD_LEVELS.2).contains(&level),
+        _ => false,
+    }
+}
+
+/// As [`compress_into`], at `level` (`compression.<codec>.level`; `None`: the default;
+/// ignored for Snappy, which has no levels).
+pub fn compress_at_level(
+    codec: u8,
+    level: Option<i32>,
+    src: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    if let Some(l) = level
+        && codec != 2
+        && !level_ok(codec, l)
+    {
+        return fail(format!(
+            "compression level {l} is out of range for codec {codec}"
+        ));
+    }
     let start = out.len();
     let res = match codec {
-        3 => lz4_compress(src, out),
-        4 => zstd_compress(src, out),
-        1 | 2 => {
+        1 => gzip_compress(src, level, out),
+        2 => {
             use kafka_protocol::compression::Compressor;
             let mut tmp = bytes::BytesMut::new();
             let fill = |b: &mut bytes::BytesMut| {
                 b.extend_from_slice(src);
                 Ok(())
             };
-            let done = if codec == 1 {
-                Gzip::compress(&mut tmp, fill)
-            } else {
-                Snappy::compress(&mut tmp, fill)
-            };
-            done.map(|()| out.extend_from_slice(&tmp))
+            Snappy::compress(&mut tmp, fill)
+                .map(|()| out.extend_from_slice(&tmp))
                 .map_err(|e| CodecError(format!("{e:#}")))
         }
+        3 => lz4_compress(src, level.filter(|l| *l != LZ4_LEVELS.0), out),
+        4 => zstd_compress(src, level.unwrap_or(ZSTD_LEVELS.0), out),
         c => fail(format!("unknown compression codec {c}")),
     };
     if res.is_err() {
@@ -442,8 +477,26 @@ pub fn compress_into(codec: u8, src: &[u8], out: &mut Vec<u8>) -> Result<(), Cod
     res
 }
 
-/// An LZ4 frame of independent 64 KiB blocks, no checksums, fast mode.
-fn lz4_compress(src: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+fn gzip_compress(src: &[u8], level: Option<i32>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    use std::io::Write;
+    let level = match level {
+        Some(l) if l >= 0 => flate2::Compression::new(l as u32),
+        _ => flate2::Compression::default(),
+    };
+    let mut enc = flate2::write::GzEncoder::new(out, level);
+    let err = |e: std::io::Error| CodecError(format!("gzip: {e}"));
+    enc.write_all(src).map_err(err)?;
+    enc.finish().map_err(err)?;
+    Ok(())
+}
+
+/// An LZ4 frame of independent 64 KiB blocks, no checksums: fast mode, or high-compression
+/// mode at `hc_level`.
+fn lz4_compress(src: &[u8], hc_level: Option<i32>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let mode = match hc_level {
+        Some(l) => lz4::block::CompressionMode::HIGHCOMPRESSION(l),
+        None => lz4::block::CompressionMode::DEFAULT,
+    };
     const BLOCK: usize = 64 << 10;
     // FLG: version 01, independent blocks; BD: 64 KiB blocks.
     let descriptor = [0x60u8, 0x40];
@@ -455,13 +508,8 @@ fn lz4_compress(src: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
         let bound =
             lz4::block::compress_bound(chunk.len()).map_err(|e| CodecError(format!("lz4: {e}")))?;
         out.resize(at + 4 + bound, 0);
-        let n = lz4::block::compress_to_buffer(
-            chunk,
-            Some(lz4::block::CompressionMode::DEFAULT),
-            false,
-            &mut out[at + 4..],
-        )
-        .map_err(|e| CodecError(format!("lz4: {e}")))?;
+        let n = lz4::block::compress_to_buffer(chunk, Some(mode), false, &mut out[at + 4..])
+            .map_err(|e| CodecError(format!("lz4: {e}")))?;
         if n < chunk.len() {
             out[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
             out.truncate(at + 4 + n);
@@ -480,11 +528,8 @@ thread_local! {
     static ZSTD_C: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
 }
 
-/// Kafka's default zstd level (`compression.zstd.level`).
-const ZSTD_LEVEL: i32 = 3;
-
-/// One zstd frame at level 3, with the content size in its header.
-fn zstd_compress(src: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+/// One zstd frame at `level`, with the content size in its header.
+fn zstd_compress(src: &[u8], level: i32, out: &mut Vec<u8>) -> Result<(), CodecError> {
     use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective;
     use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, ResetDirective, get_error_name};
     let zerr = |code: usize| CodecError(format!("zstd: {}", get_error_name(code)));
@@ -494,7 +539,7 @@ fn zstd_compress(src: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
         .ok_or_else(|| CodecError("cannot create a zstd compression context".into()))?;
     let result = (|| {
         ctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
-        ctx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
+        ctx.set_parameter(CParameter::CompressionLevel(level))
             .map_err(zerr)?;
         ctx.set_pledged_src_size(Some(src.len() as u64))
             .map_err(zerr)?;
@@ -758,5 +803,46 @@ mod tests {
         compress_into(3, &data, &mut out).expect("compresses");
         assert_eq!(u32_at(&out, 7), Some(5000 | 0x8000_0000));
         assert_eq!(decompress(3, &out).expect("decodes"), data);
+    }
+
+    #[test]
+    fn levels_change_the_output_and_still_read_back() {
+        // Words picked at random: text with repeats near and far, as logs are.
+        let words: Vec<&[u8]> = [
+            "alpha ", "broker ", "commit ", "delta ", "epoch ", "fetch ", "group ", "header ",
+            "index ", "join ", "kafka ", "leader ", "member ", "node ", "offset ", "produce ",
+        ]
+        .iter()
+        .map(|w| w.as_bytes())
+        .collect();
+        let mut data = Vec::new();
+        for (i, r) in sample(60_000).into_iter().enumerate() {
+            data.extend_from_slice(words[(r as usize + i / 7) % words.len()]);
+        }
+        for (codec, low, high) in [(1u8, 1, 9), (3, 1, 12), (4, 1, 19)] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            compress_at_level(codec, Some(low), &data, &mut a).expect("low");
+            compress_at_level(codec, Some(high), &data, &mut b).expect("high");
+            assert!(
+                b.len() < a.len(),
+                "codec {codec}: {} !< {}",
+                b.len(),
+                a.len()
+            );
+            assert_eq!(decompress(codec, &a).expect("low reads"), data);
+            assert_eq!(decompress(codec, &b).expect("high reads"), data);
+        }
+        // LZ4's default level is its fast mode, as compress_into writes.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        compress_at_level(3, Some(9), &data, &mut a).expect("9");
+        compress_into(3, &data, &mut b).expect("default");
+        assert_eq!(a, b);
+        for (codec, bad) in [(1u8, 0), (1, 10), (3, 0), (3, 18), (4, 23), (4, -131_073)] {
+            let mut out = b"x".to_vec();
+            let err = compress_at_level(codec, Some(bad), &data, &mut out).unwrap_err();
+            assert!(err.0.contains("out of range"), "{err}");
+            assert_eq!(out, b"x");
+        }
+        assert!(level_ok(1, -1) && level_ok(4, -5) && !level_ok(2, 1));
     }
 }

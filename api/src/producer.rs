@@ -144,6 +144,9 @@ pub struct ProducerConfig {
     pub batch_size: usize,
     /// `compression.type`.
     pub compression: Compression,
+    /// `compression.gzip.level`, `compression.lz4.level`, `compression.zstd.level` (Kafka's
+    /// defaults -1, 9 and 3; LZ4's 9 is its fast mode, as in the Java client).
+    pub compression_levels: [i32; 3],
     /// `retries`.
     pub retries: u32,
     /// `delivery.timeout.ms`.
@@ -176,6 +179,11 @@ impl ProducerConfig {
             linger: Duration::from_millis(5),
             batch_size: 16_384,
             compression: Compression::None,
+            compression_levels: [
+                crate::codec::GZIP_LEVELS.0,
+                crate::codec::LZ4_LEVELS.0,
+                crate::codec::ZSTD_LEVELS.0,
+            ],
             retries: i32::MAX as u32,
             delivery_timeout: Duration::from_secs(120),
             max_in_flight: 5,
@@ -246,6 +254,18 @@ impl ProducerConfig {
             "batch.size" => self.batch_size = num()? as usize,
             "compression.type" => {
                 self.compression = Compression::parse(value).ok_or_else(|| bad("unknown codec"))?
+            }
+            "compression.gzip.level" | "compression.lz4.level" | "compression.zstd.level" => {
+                let (codec, slot) = match key {
+                    "compression.gzip.level" => (1, 0),
+                    "compression.lz4.level" => (3, 1),
+                    _ => (4, 2),
+                };
+                let level: i32 = value.trim().parse().map_err(|_| bad("not a number"))?;
+                if !crate::codec::level_ok(codec, level) {
+                    return Err(bad("out of the codec's range"));
+                }
+                self.compression_levels[slot] = level;
             }
             "retries" => self.retries = num()?.min(u32::MAX as u64) as u32,
             "delivery.timeout.ms" => self.delivery_timeout = Duration::from_millis(num()?),
@@ -1112,9 +1132,15 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
     } else {
         -1
     };
-    let bytes = b
-        .builder
-        .into_batch(cfg.compression, pid, epoch, seq, acc.transactional);
+    let level = match cfg.compression {
+        Compression::Gzip => Some(cfg.compression_levels[0]),
+        Compression::Lz4 => Some(cfg.compression_levels[1]),
+        Compression::Zstd => Some(cfg.compression_levels[2]),
+        _ => None,
+    };
+    let bytes =
+        b.builder
+            .into_batch_at_level(cfg.compression, level, (pid, epoch, seq), acc.transactional);
     acc.ready.push_back(ReadyBatch {
         topic: key.0,
         partition: key.1,

@@ -299,13 +299,29 @@ impl BatchBuilder {
         base_sequence: i32,
         transactional: bool,
     ) -> Bytes {
+        self.build_leveled(
+            compression,
+            None,
+            (producer_id, producer_epoch, base_sequence),
+            transactional,
+        )
+    }
+
+    fn build_leveled(
+        &self,
+        compression: Compression,
+        level: Option<i32>,
+        producer: (i64, i16, i32),
+        transactional: bool,
+    ) -> Bytes {
+        let (producer_id, producer_epoch, base_sequence) = producer;
         let mut b = match compression {
             Compression::None => self.records[..].to_vec(),
             c => {
                 let raw = &self.records[HEADER..];
                 let mut out = Vec::with_capacity(HEADER + raw.len() / 2 + 64);
                 out.resize(HEADER, 0);
-                match crate::codec::compress_into(c.id() as u8, raw, &mut out) {
+                match crate::codec::compress_at_level(c.id() as u8, level, raw, &mut out) {
                     Ok(()) => out,
                     // Codecs compressing in memory do not fail; if one ever does, the batch
                     // goes out uncompressed rather than not at all.
@@ -333,21 +349,33 @@ impl BatchBuilder {
     /// As [`BatchBuilder::build_with`], consuming the builder: an uncompressed batch is
     /// finished in the builder's own buffer (no copy of its records).
     pub fn into_batch(
-        mut self,
+        self,
         compression: Compression,
         producer_id: i64,
         producer_epoch: i16,
         base_sequence: i32,
         transactional: bool,
     ) -> Bytes {
+        self.into_batch_at_level(
+            compression,
+            None,
+            (producer_id, producer_epoch, base_sequence),
+            transactional,
+        )
+    }
+
+    /// As [`BatchBuilder::into_batch`], compressing at `level` (`compression.<codec>.level`;
+    /// `None`: the codec's default); `producer` is (producer id, epoch, base sequence).
+    pub fn into_batch_at_level(
+        mut self,
+        compression: Compression,
+        level: Option<i32>,
+        producer: (i64, i16, i32),
+        transactional: bool,
+    ) -> Bytes {
+        let (producer_id, producer_epoch, base_sequence) = producer;
         if compression != Compression::None {
-            return self.build_with(
-                compression,
-                producer_id,
-                producer_epoch,
-                base_sequence,
-                transactional,
-            );
+            return self.build_leveled(compression, level, producer, transactional);
         }
         let mut b = std::mem::take(&mut self.records);
         let attributes = if transactional { 0x10 } else { 0 };

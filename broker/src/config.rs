@@ -429,6 +429,15 @@ impl BrokerConfig {
                 "compression.type" => {
                     c.topic_defaults.compression_type = parse_compression_type(key, val)?
                 }
+                "compression.gzip.level" => {
+                    c.topic_defaults.compression_gzip_level = parse_level(key, val, 1)?
+                }
+                "compression.lz4.level" => {
+                    c.topic_defaults.compression_lz4_level = parse_level(key, val, 3)?
+                }
+                "compression.zstd.level" => {
+                    c.topic_defaults.compression_zstd_level = parse_level(key, val, 4)?
+                }
                 "min.insync.replicas" => {
                     c.topic_defaults.min_insync_replicas =
                         at_least(key, val, parse_num(key, val)?, 1)? as i32
@@ -686,6 +695,15 @@ impl BrokerConfig {
                 d.min_cleanable_dirty_ratio.to_string(),
             ),
             ("compression.type", d.compression_type.clone()),
+            (
+                "compression.gzip.level",
+                d.compression_gzip_level.to_string(),
+            ),
+            ("compression.lz4.level", d.compression_lz4_level.to_string()),
+            (
+                "compression.zstd.level",
+                d.compression_zstd_level.to_string(),
+            ),
             ("min.insync.replicas", d.min_insync_replicas.to_string()),
         ];
         rows.into_iter()
@@ -726,6 +744,24 @@ fn parse_timestamp_type(key: &str, v: &str) -> Result<TimestampType, ConfigError
             reason: "expected CreateTime or LogAppendTime".into(),
         }),
     }
+}
+
+/// `compression.<codec>.level` for Kafka codec `codec`, in the range Kafka accepts.
+fn parse_level(key: &str, v: &str, codec: u8) -> Result<i32, ConfigError> {
+    let level: i32 = parse_num(key, v)?;
+    if !runnel_api::codec::level_ok(codec, level) {
+        let (lo, hi) = match codec {
+            1 => ("-1 or 1", 9),
+            3 => ("1", 17),
+            _ => ("-131072", 22),
+        };
+        return Err(ConfigError::InvalidValue {
+            key: key.into(),
+            value: v.into(),
+            reason: format!("expected {lo} to {hi}"),
+        });
+    }
+    Ok(level)
 }
 
 fn parse_compression_type(key: &str, v: &str) -> Result<String, ConfigError> {
@@ -770,6 +806,12 @@ pub struct TopicDefaults {
     pub cleanup_policy: String,
     /// `compression.type`.
     pub compression_type: String,
+    /// `compression.gzip.level` (-1: zlib's default).
+    pub compression_gzip_level: i32,
+    /// `compression.lz4.level` (9, the default, is LZ4's fast mode).
+    pub compression_lz4_level: i32,
+    /// `compression.zstd.level`.
+    pub compression_zstd_level: i32,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i32,
     /// `delete.retention.ms` (`log.cleaner.delete.retention.ms`): how long a tombstone
@@ -801,6 +843,9 @@ impl Default for TopicDefaults {
             message_timestamp_after_max_ms: 3_600_000,
             cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
+            compression_gzip_level: runnel_api::codec::GZIP_LEVELS.0,
+            compression_lz4_level: runnel_api::codec::LZ4_LEVELS.0,
+            compression_zstd_level: runnel_api::codec::ZSTD_LEVELS.0,
             min_insync_replicas: 1,
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
@@ -813,7 +858,10 @@ impl Default for TopicDefaults {
 /// The topic-level keys Runnel understands, with the broker key each defaults from.
 pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("cleanup.policy", "log.cleanup.policy"),
+    ("compression.gzip.level", "compression.gzip.level"),
+    ("compression.lz4.level", "compression.lz4.level"),
     ("compression.type", "compression.type"),
+    ("compression.zstd.level", "compression.zstd.level"),
     ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
     ("file.delete.delay.ms", "log.segment.delete.delay.ms"),
     ("flush.messages", "log.flush.interval.messages"),
@@ -880,6 +928,12 @@ pub struct TopicConfig {
     pub cleanup_policy: String,
     /// `compression.type`.
     pub compression_type: String,
+    /// `compression.gzip.level` (-1: zlib's default).
+    pub compression_gzip_level: i32,
+    /// `compression.lz4.level` (9, the default, is LZ4's fast mode).
+    pub compression_lz4_level: i32,
+    /// `compression.zstd.level`.
+    pub compression_zstd_level: i32,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i32,
     /// `delete.retention.ms`.
@@ -893,6 +947,16 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
+    /// `compression.<codec>.level` for Kafka codec `codec` (`None` for Snappy and none).
+    pub fn compression_level(&self, codec: i16) -> Option<i32> {
+        match codec {
+            1 => Some(self.compression_gzip_level),
+            3 => Some(self.compression_lz4_level),
+            4 => Some(self.compression_zstd_level),
+            _ => None,
+        }
+    }
+
     /// Whether the log cleaner compacts this topic (`cleanup.policy` has `compact`).
     pub fn compacted(&self) -> bool {
         self.cleanup_policy
@@ -920,6 +984,9 @@ impl TopicConfig {
             message_timestamp_after_max_ms: defaults.message_timestamp_after_max_ms,
             cleanup_policy: defaults.cleanup_policy.clone(),
             compression_type: defaults.compression_type.clone(),
+            compression_gzip_level: defaults.compression_gzip_level,
+            compression_lz4_level: defaults.compression_lz4_level,
+            compression_zstd_level: defaults.compression_zstd_level,
             min_insync_replicas: defaults.min_insync_replicas,
             delete_retention_ms: defaults.delete_retention_ms,
             min_compaction_lag_ms: defaults.min_compaction_lag_ms,
@@ -966,6 +1033,9 @@ impl TopicConfig {
                     c.cleanup_policy = val.into();
                 }
                 "compression.type" => c.compression_type = parse_compression_type(key, val)?,
+                "compression.gzip.level" => c.compression_gzip_level = parse_level(key, val, 1)?,
+                "compression.lz4.level" => c.compression_lz4_level = parse_level(key, val, 3)?,
+                "compression.zstd.level" => c.compression_zstd_level = parse_level(key, val, 4)?,
                 "min.insync.replicas" => {
                     c.min_insync_replicas = at_least(key, val, parse_num(key, val)?, 1)? as i32
                 }
@@ -1017,6 +1087,9 @@ impl TopicConfig {
                     }
                     "cleanup.policy" => self.cleanup_policy.clone(),
                     "compression.type" => self.compression_type.clone(),
+                    "compression.gzip.level" => self.compression_gzip_level.to_string(),
+                    "compression.lz4.level" => self.compression_lz4_level.to_string(),
+                    "compression.zstd.level" => self.compression_zstd_level.to_string(),
                     "min.insync.replicas" => self.min_insync_replicas.to_string(),
                     "delete.retention.ms" => self.delete_retention_ms.to_string(),
                     "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),

@@ -94,14 +94,16 @@ impl Partition {
                 timestamps,
                 keys_required: cfg.compacted(),
             };
-            (limits, batch::target_codec(&cfg.compression_type))
+            let target = batch::target_codec(&cfg.compression_type)
+                .map(|codec| (codec, cfg.compression_level(codec)));
+            (limits, target)
         };
         // Validation (CRC, decompression) runs before the lock is taken.
         let batches = batch::validate_produce_with(payload, &limits).map_err(LogError::Batch)?;
         // A topic whose compression.type names a codec stores every batch in it.
-        if let Some(codec) = target
+        if let Some((codec, level)) = target
             && let Some(rebuilt) =
-                batch::recompress(payload, &batches, codec).map_err(LogError::Batch)?
+                batch::recompress(payload, &batches, codec, level).map_err(LogError::Batch)?
         {
             // Checked again as sent: the size can change (max.message.bytes).
             let batches =

@@ -196,9 +196,14 @@ def test_acks(broker, acks, codec):
                                                      ("lz4", "none"), ("gzip", "snappy")])
 def test_topic_compression_type_recompresses(broker, topic_codec, client_codec):
     """A topic whose compression.type names a codec stores every batch in it, whatever the
-    producer used, as Kafka recompresses; consumers read the records the producer sent."""
+    producer used, as Kafka recompresses, at the topic's compression.<codec>.level;
+    consumers read the records the producer sent."""
     topic = unique_topic(f"ck-ctype-{topic_codec}")
-    create_topic(broker, topic, 3, config={"compression.type": topic_codec})
+    levels = {"zstd": "19", "gzip": "1", "lz4": "12"}
+    config = {"compression.type": topic_codec}
+    if topic_codec in levels:
+        config[f"compression.{topic_codec}.level"] = levels[topic_codec]
+    create_topic(broker, topic, 3, config=config)
     recs = make_records(topic, null_header_value=True)
     produce(broker, topic, recs, codec=client_codec, acks="all")
     counts = {p: len(rs) for p, rs in by_partition(recs).items()}

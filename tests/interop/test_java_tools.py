@@ -163,8 +163,20 @@ def test_config_command_topic(java_env, broker):
     assert f"All configs for topic {topic} are:" in text, text
     for k, v in {"cleanup.policy": "delete", "retention.ms": "604800000", "segment.ms": "100000",
                  "segment.bytes": "1073741824", "compression.type": "producer",
-                 "message.timestamp.type": "CreateTime", "min.insync.replicas": "1"}.items():
+                 "message.timestamp.type": "CreateTime", "min.insync.replicas": "1",
+                 "compression.gzip.level": "-1", "compression.lz4.level": "9",
+                 "compression.zstd.level": "3"}.items():
         assert allcfg.get(k) == v, f"--describe --all: {k}={allcfg.get(k)!r}, expected {v!r}\n{text}"
+
+    # compression levels (Kafka 3.8+): in range accepted, out of range refused
+    run_ok(broker, CONFIG_CMD, "--entity-type", "topics", "--entity-name", topic, "--alter",
+           "--add-config", "compression.zstd.level=12")
+    assert wait_for(lambda: describe_topic_configs(broker, topic)[1].get("compression.zstd.level") == "12"), \
+        describe_topic_configs(broker, topic)[0]
+    for bad in ("compression.zstd.level=23", "compression.lz4.level=0", "compression.gzip.level=10"):
+        r = tool(CONFIG_CMD, "--entity-type", "topics", "--entity-name", topic, "--alter", "--add-config", bad,
+                 bootstrap=broker.bootstrap)
+        assert r.returncode != 0, r.report(broker, f"ConfigCommand accepted {bad}")
 
     r = tool(CONFIG_CMD, "--entity-type", "topics", "--entity-name", topic, "--alter", "--add-config", "no.such.config=1",
              bootstrap=broker.bootstrap)

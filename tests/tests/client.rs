@@ -45,8 +45,29 @@ async fn keyed_records_with_headers_round_trip_under_every_codec() {
         .create_topics(&[NewTopic::new("codecs", 6)])
         .await
         .unwrap();
-    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
-        let p = producer(&b, &[("compression.type", codec), ("linger.ms", "20")]).await;
+    // Each codec at its default level, and gzip, LZ4 and zstd at another one
+    // (compression.<codec>.level, as the Java client has since Kafka 3.8).
+    let variants = [
+        ("none", None),
+        ("gzip", None),
+        ("gzip", Some("9")),
+        ("snappy", None),
+        ("lz4", None),
+        ("lz4", Some("12")),
+        ("zstd", None),
+        ("zstd", Some("19")),
+    ];
+    for (name, level) in variants {
+        let codec = match level {
+            Some(l) => format!("{name}@{l}"),
+            None => name.to_string(),
+        };
+        let level_key = format!("compression.{name}.level");
+        let mut settings = vec![("compression.type", name), ("linger.ms", "20")];
+        if let Some(l) = level {
+            settings.push((level_key.as_str(), l));
+        }
+        let p = producer(&b, &settings).await;
         let mut deliveries = Vec::new();
         for i in 0..50 {
             let rec = ProducerRecord::new("codecs")
@@ -72,8 +93,8 @@ async fn keyed_records_with_headers_round_trip_under_every_codec() {
     let mut c = consumer(&b).await;
     let tps: Vec<_> = (0..6).map(|p| TopicPartition::new("codecs", p)).collect();
     c.assign(tps).await.unwrap();
-    let got = read_all(&mut c, 250).await;
-    assert_eq!(got.len(), 250);
+    let got = read_all(&mut c, 400).await;
+    assert_eq!(got.len(), 400);
     for r in &got {
         let v = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
         let (codec, i) = v.split_once("-value-").unwrap();
@@ -87,6 +108,26 @@ async fn keyed_records_with_headers_round_trip_under_every_codec() {
             vec![Header::new("n", i.to_string()), Header::new("n", "again")]
         );
         assert_eq!(r.timestamp, 1_700_000_000_000 + i);
+    }
+}
+
+#[test]
+fn compression_levels_outside_kafkas_ranges_are_refused() {
+    let mut c = ProducerConfig::new("127.0.0.1:9");
+    for ok in [
+        ("compression.gzip.level", "-1"),
+        ("compression.lz4.level", "17"),
+        ("compression.zstd.level", "-7"),
+    ] {
+        assert!(c.set(ok.0, ok.1).is_ok(), "{ok:?}");
+    }
+    for bad in [
+        ("compression.gzip.level", "0"),
+        ("compression.lz4.level", "18"),
+        ("compression.zstd.level", "23"),
+        ("compression.zstd.level", "high"),
+    ] {
+        assert!(c.set(bad.0, bad.1).is_err(), "{bad:?}");
     }
 }
 

@@ -49,6 +49,9 @@ fn config_type(key: &str) -> i8 {
         | "delete.topic.enable" => BOOLEAN,
         "min.cleanable.dirty.ratio" => DOUBLE,
         "max.message.bytes"
+        | "compression.gzip.level"
+        | "compression.lz4.level"
+        | "compression.zstd.level"
         | "min.insync.replicas"
         | "segment.bytes"
         | "segment.index.bytes"

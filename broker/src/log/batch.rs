@@ -457,11 +457,22 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// and the producer's state reads the same; `count` 0 gives the empty batch Kafka keeps
 /// for a producer's last write.
 pub fn rebuild_batch(h: &BatchHeader, records: &[u8], count: i32, max_timestamp: i64) -> Vec<u8> {
+    rebuild_batch_at_level(h, records, count, max_timestamp, None)
+}
+
+/// As [`rebuild_batch`], compressing at `level` (`None`: the codec's default).
+fn rebuild_batch_at_level(
+    h: &BatchHeader,
+    records: &[u8],
+    count: i32,
+    max_timestamp: i64,
+    level: Option<i32>,
+) -> Vec<u8> {
     use bytes::BufMut;
     let mut body = Vec::with_capacity(records.len() + HEADER_LEN);
     let compressed = match h.compression() {
         _ if count == 0 => Ok(()),
-        c @ 1..=4 => runnel_api::codec::compress_into(c as u8, records, &mut body),
+        c @ 1..=4 => runnel_api::codec::compress_at_level(c as u8, level, records, &mut body),
         _ => {
             body.put_slice(records);
             Ok(())
@@ -519,6 +530,7 @@ pub fn recompress(
     payload: &Bytes,
     batches: &[ValidatedBatch],
     codec: i16,
+    level: Option<i32>,
 ) -> Result<Option<Bytes>, BatchError> {
     if batches.iter().all(|b| b.header.compression() == codec) {
         return Ok(None);
@@ -533,11 +545,12 @@ pub fn recompress(
         let section = records_section(&batch, &b.header)?;
         let mut h = b.header;
         h.attributes = (h.attributes & !0x07) | codec;
-        out.extend_from_slice(&rebuild_batch(
+        out.extend_from_slice(&rebuild_batch_at_level(
             &h,
             &section,
             h.records_count,
             h.max_timestamp,
+            level,
         ));
     }
     Ok(Some(Bytes::from(out)))
@@ -984,7 +997,7 @@ pub(crate) mod tests {
             m[53..57].copy_from_slice(&1200i32.to_be_bytes());
             let payload = with_fixed_crc(m);
             let batches = validate_produce_with(&payload, &limits).expect("valid");
-            let out = recompress(&payload, &batches, to)
+            let out = recompress(&payload, &batches, to, None)
                 .expect("recompresses")
                 .expect("the codec differs");
             let again = validate_produce_with(&out, &limits).expect("still valid");
@@ -1014,7 +1027,7 @@ pub(crate) mod tests {
                 decompressed_records(&out, &b).expect("new")
             );
             // Already in the topic's codec: kept as sent.
-            assert!(recompress(&out, &again, to).expect("ok").is_none());
+            assert!(recompress(&out, &again, to, None).expect("ok").is_none());
         }
         assert_eq!(target_codec("producer"), None);
         assert_eq!(target_codec("uncompressed"), Some(0));
