@@ -960,6 +960,7 @@ impl Consumer {
             self.failed = Some((u.tp.clone(), ClientError::Protocol(message)));
         }
         let before = self.buffer.len();
+        self.buffer.reserve(decoded.records.len());
         self.buffer.extend(
             decoded
                 .records
