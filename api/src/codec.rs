@@ -6,13 +6,14 @@
 //!   the output buffer, with the frame's checksums verified.
 //! - zstd (codec 4) runs on a decompression context kept per thread, writing straight into
 //!   the output buffer.
-//! - gzip and Snappy go through kafka-protocol's codecs.
+//! - gzip and Snappy are decoded by kafka-protocol's codecs.
 //!
 //! Compression ([`compress_into`]) writes what Kafka's Java client writes by default: LZ4
 //! frames of independent 64 KiB blocks compressed in LZ4's fast mode, without a content
 //! checksum (kafka-protocol's LZ4 uses the much slower high-compression mode), and zstd at
 //! level 3 with the content size in the frame header, from a context kept per thread; or at
-//! the level `compression.<codec>.level` asks for.
+//! the level `compression.<codec>.level` asks for (gzip through flate2 at that level,
+//! Snappy, which has none, through kafka-protocol).
 //!
 //! kafka-protocol's generic path for LZ4 and zstd streams through an 8 KiB copy buffer into a
 //! buffer grown by doubling, and creates a new decoder (with its own buffers) for every
