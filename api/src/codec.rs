@@ -22,7 +22,7 @@
 use std::cell::RefCell;
 
 use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy};
 
 /// A batch whose records section cannot be decompressed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,7 +104,7 @@ fn decompress_at(
     }
 }
 
-/// kafka-protocol's decoder for the codec.
+/// kafka-protocol's decoder for gzip, Snappy and the LZ4 frames [`lz4_frames`] leaves to it.
 fn generic(codec: u8, src: &[u8], buf: &mut Vec<u8>, start: usize) -> Result<usize, CodecError> {
     let mut input = Bytes::copy_from_slice(src);
     let take = |b: &mut Bytes| Ok(std::mem::take(b));
@@ -112,7 +112,6 @@ fn generic(codec: u8, src: &[u8], buf: &mut Vec<u8>, start: usize) -> Result<usi
         1 => Gzip::decompress(&mut input, take),
         2 => Snappy::decompress(&mut input, take),
         3 => Lz4::decompress(&mut input, take),
-        4 => Zstd::decompress(&mut input, take),
         c => return fail(format!("unknown compression codec {c}")),
     }
     .map_err(|e| CodecError(format!("{e:#}")))?;
@@ -430,12 +429,26 @@ pub const ZSTD_LEVELS: (i32, i32, i32) = (3, -131_072, 22);
 
 /// Whether `level` is one Kafka accepts for the codec's `compression.<codec>.level`.
 pub fn level_ok(codec: u8, level: i32) -> bool {
-    match codec {
-        1 => level == GZIP_LEVELS.0 || (GZIP_LEVELS.1..=GZIP_LEVELS.2).contains(&level),
-        3 => (LZ4_LEVELS.1..=LZ4_LEVELS.2).contains(&level),
-        4 => (ZSTD_LEVELS.1..=ZSTD_LEVELS.2).contains(&level),
-        _ => false,
+    check_level(codec, level).is_ok()
+}
+
+/// As [`level_ok`], with what the codec accepts when it does not.
+pub fn check_level(codec: u8, level: i32) -> Result<(), String> {
+    let ((default, lo, hi), extra) = match codec {
+        1 => (GZIP_LEVELS, true),
+        3 => (LZ4_LEVELS, false),
+        4 => (ZSTD_LEVELS, false),
+        c => return Err(format!("codec {c} has no levels")),
+    };
+    if (lo..=hi).contains(&level) || (extra && level == default) {
+        return Ok(());
     }
+    let or_default = if extra {
+        format!("{default} or ")
+    } else {
+        String::new()
+    };
+    Err(format!("expected {or_default}{lo} to {hi}"))
 }
 
 /// As [`compress_into`], at `level` (`compression.<codec>.level`; `None`: the default;
@@ -448,10 +461,10 @@ pub fn compress_at_level(
 ) -> Result<(), CodecError> {
     if let Some(l) = level
         && codec != 2
-        && !level_ok(codec, l)
+        && let Err(why) = check_level(codec, l)
     {
         return fail(format!(
-            "compression level {l} is out of range for codec {codec}"
+            "compression level {l} is out of range for codec {codec}: {why}"
         ));
     }
     let start = out.len();
@@ -567,6 +580,7 @@ fn zstd_compress(src: &[u8], level: i32, out: &mut Vec<u8>) -> Result<(), CodecE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::compression::Zstd;
 
     fn sample(n: usize) -> Vec<u8> {
         // Text-like, so it compresses but not to nothing.

@@ -256,16 +256,16 @@ impl ProducerConfig {
                 self.compression = Compression::parse(value).ok_or_else(|| bad("unknown codec"))?
             }
             "compression.gzip.level" | "compression.lz4.level" | "compression.zstd.level" => {
-                let (codec, slot) = match key {
-                    "compression.gzip.level" => (1, 0),
-                    "compression.lz4.level" => (3, 1),
-                    _ => (4, 2),
+                let codec = match key {
+                    "compression.gzip.level" => Compression::Gzip,
+                    "compression.lz4.level" => Compression::Lz4,
+                    _ => Compression::Zstd,
                 };
                 let level: i32 = value.trim().parse().map_err(|_| bad("not a number"))?;
-                if !crate::codec::level_ok(codec, level) {
-                    return Err(bad("out of the codec's range"));
+                crate::codec::check_level(codec.id() as u8, level).map_err(|why| bad(&why))?;
+                if let Some(slot) = level_slot(codec) {
+                    self.compression_levels[slot] = level;
                 }
-                self.compression_levels[slot] = level;
             }
             "retries" => self.retries = num()?.min(u32::MAX as u64) as u32,
             "delivery.timeout.ms" => self.delivery_timeout = Duration::from_millis(num()?),
@@ -1123,6 +1123,16 @@ fn choose_partition(
     }
 }
 
+/// Where a codec's level is in [`ProducerConfig::compression_levels`] (`None`: no levels).
+fn level_slot(codec: Compression) -> Option<usize> {
+    match codec {
+        Compression::Gzip => Some(0),
+        Compression::Lz4 => Some(1),
+        Compression::Zstd => Some(2),
+        _ => None,
+    }
+}
+
 fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), b: OpenBatch) {
     let (pid, epoch) = acc.ids;
     let seq = if pid >= 0 {
@@ -1132,12 +1142,7 @@ fn close_batch(acc: &mut Accumulator, cfg: &ProducerConfig, key: (String, i32), 
     } else {
         -1
     };
-    let level = match cfg.compression {
-        Compression::Gzip => Some(cfg.compression_levels[0]),
-        Compression::Lz4 => Some(cfg.compression_levels[1]),
-        Compression::Zstd => Some(cfg.compression_levels[2]),
-        _ => None,
-    };
+    let level = level_slot(cfg.compression).map(|slot| cfg.compression_levels[slot]);
     let bytes =
         b.builder
             .into_batch_at_level(cfg.compression, level, (pid, epoch, seq), acc.transactional);

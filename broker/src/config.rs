@@ -749,18 +749,11 @@ fn parse_timestamp_type(key: &str, v: &str) -> Result<TimestampType, ConfigError
 /// `compression.<codec>.level` for Kafka codec `codec`, in the range Kafka accepts.
 fn parse_level(key: &str, v: &str, codec: u8) -> Result<i32, ConfigError> {
     let level: i32 = parse_num(key, v)?;
-    if !runnel_api::codec::level_ok(codec, level) {
-        let (lo, hi) = match codec {
-            1 => ("-1 or 1", 9),
-            3 => ("1", 17),
-            _ => ("-131072", 22),
-        };
-        return Err(ConfigError::InvalidValue {
-            key: key.into(),
-            value: v.into(),
-            reason: format!("expected {lo} to {hi}"),
-        });
-    }
+    runnel_api::codec::check_level(codec, level).map_err(|reason| ConfigError::InvalidValue {
+        key: key.into(),
+        value: v.into(),
+        reason,
+    })?;
     Ok(level)
 }
 
