@@ -190,5 +190,6 @@ pub fn batch_error_code(e: &BatchError) -> i16 {
         BatchError::Invalid(_) => E::InvalidRecord.code(),
         BatchError::TooLarge { .. } => E::MessageTooLarge.code(),
         BatchError::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
+        BatchError::UnsupportedCompression(_) => E::UnsupportedCompressionType.code(),
     }
 }

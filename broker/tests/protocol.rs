@@ -361,6 +361,71 @@ async fn records_round_trip_at_old_and_new_versions_including_topic_ids() {
     }
 }
 
+/// Kafka's checks of a partition's records before validation: zstd needs Produce v7 and a
+/// partition takes one batch per request. Refused data is not written.
+#[tokio::test]
+async fn zstd_needs_produce_v7_and_a_partition_takes_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path(), &[]).await;
+    let mut c = b.conn().await;
+    let nil = uuid::Uuid::nil();
+    assert_eq!(create_topic(&mut c, "z", 1, &[]).await.error_code, 0);
+    let old = produce(&mut c, "z", 0, batch(2, Compression::Zstd, 0), 6, nil).await;
+    assert_eq!(
+        old.error_code,
+        ResponseError::UnsupportedCompressionType.code()
+    );
+    // Other codecs are fine at v6, zstd from v7.
+    let lz4 = produce(&mut c, "z", 0, batch(2, Compression::Lz4, 0), 6, nil).await;
+    assert_eq!((lz4.error_code, lz4.base_offset), (0, 0));
+    let v7 = produce(&mut c, "z", 0, batch(2, Compression::Zstd, 0), 7, nil).await;
+    assert_eq!((v7.error_code, v7.base_offset), (0, 2));
+
+    let mut two = batch(1, Compression::None, 0).to_vec();
+    two.extend_from_slice(&batch(1, Compression::None, 0));
+    let two = produce(&mut c, "z", 0, Bytes::from(two), 9, nil).await;
+    assert_eq!(two.error_code, ResponseError::InvalidRecord.code());
+    let msg = two.error_message.map(|m| m.to_string()).unwrap_or_default();
+    assert!(msg.contains("exactly one record batch"), "{msg}");
+    // A cut-off tail is still a corrupt batch, not a second one.
+    let mut tail = batch(1, Compression::None, 0).to_vec();
+    tail.extend_from_slice(&batch(1, Compression::None, 0)[..30]);
+    let tail = produce(&mut c, "z", 0, Bytes::from(tail), 9, nil).await;
+    assert_eq!(tail.error_code, ResponseError::CorruptMessage.code());
+
+    // A `producer` topic's zstd batch goes out as stored, even at v9.
+    let resp = c.send(fetch_request("z", nil, 9, 0, 0), 9).await.unwrap();
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 4));
+    assert_eq!(decode_records(&p.records).len(), 4);
+
+    assert_eq!(
+        create_topic(&mut c, "zt", 1, &[("compression.type", "zstd")])
+            .await
+            .error_code,
+        0
+    );
+    let plain = produce(&mut c, "zt", 0, batch(3, Compression::None, 0), 9, nil).await;
+    assert_eq!(plain.error_code, 0, "{:?}", plain.error_message);
+    // Kafka 4 dropped its refusal of zstd topics to Fetch below v10 with down-conversion:
+    // Kafka 4.1.1 serves them to v9 as stored, and so does Runnel.
+    for fv in [9, 10] {
+        let resp = c
+            .send(fetch_request("zt", nil, fv, 0, 0), fv)
+            .await
+            .unwrap();
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetch v{fv}");
+        assert_eq!(decode_records(&p.records).len(), 3, "fetch v{fv}");
+        let stored = p.records.as_ref().unwrap();
+        assert_eq!(
+            i16::from_be_bytes([stored[21], stored[22]]) & 7,
+            4,
+            "stored as zstd"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_waiting_fetch_is_woken_by_an_append() {
     let dir = tempfile::tempdir().unwrap();

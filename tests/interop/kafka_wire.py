@@ -2,7 +2,8 @@
 would (bad frames, unsupported versions) and read the broker's exact bytes back.
 
 Only what test_bad_input.py needs: request headers v1/v2, ApiVersions v0-v4 requests and
-responses, a v2 record batch builder (with CRC32C) and Produce v9 request/response."""
+responses, a v2 record batch builder (with CRC32C), Produce v6 and v9 and Fetch v9 and
+v10 requests/responses."""
 
 from __future__ import annotations
 
@@ -82,6 +83,10 @@ class Reader:
             if not b & 0x80:
                 return n
             shift += 7
+
+    def string(self):
+        n = self.i16()
+        return None if n < 0 else self.take(n).decode()
 
     def compact_string(self):
         n = self.uvarint()
@@ -198,8 +203,10 @@ def parse_api_versions(resp: bytes, version: int):
 
 # ---------------------------------------------------------------- records and Produce
 
-def record_batch(records: list[tuple[bytes | None, bytes | None]], base_ts: int) -> bytes:
-    """An uncompressed v2 record batch (base offset 0, no producer id)."""
+def record_batch(records: list[tuple[bytes | None, bytes | None]], base_ts: int,
+                 compress=None, codec: int = 0) -> bytes:
+    """A v2 record batch (base offset 0, no producer id); `compress` turns the records
+    section into `codec`'s bytes (uncompressed without it)."""
     body = bytearray()
     for i, (k, v) in enumerate(records):
         rec = bytearray()
@@ -210,7 +217,9 @@ def record_batch(records: list[tuple[bytes | None, bytes | None]], base_ts: int)
         rec += varint(-1) if v is None else varint(len(v)) + v
         rec += varint(0)  # headers
         body += varint(len(rec)) + rec
-    after_crc = struct.pack(">hiqqqhii", 0, len(records) - 1, base_ts, base_ts, -1, -1, -1, len(records)) + bytes(body)
+    if compress is not None:
+        body = bytes(compress(bytes(body)))
+    after_crc = struct.pack(">hiqqqhii", codec, len(records) - 1, base_ts, base_ts, -1, -1, -1, len(records)) + bytes(body)
     crc = crc32c(after_crc)
     after_len = struct.pack(">ibI", 0, 2, crc) + after_crc
     return struct.pack(">qi", 0, len(after_len)) + after_len
@@ -249,3 +258,61 @@ def parse_produce_v9(resp: bytes):
     r.i32()  # throttle
     r.tagged_fields()
     return corr, out
+
+
+def produce_request_v6(corr: int, topic: str, partition: int, records: bytes, acks: int = -1) -> bytes:
+    body = string(None)  # transactional_id
+    body += struct.pack(">hi", acks, 10000)
+    body += struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">ii", 1, partition) + struct.pack(">i", len(records)) + records
+    return frame(header_v1(0, 6, corr) + body)
+
+
+def parse_produce_v6(resp: bytes):
+    """-> (correlation_id, [(topic, partition, error_code, base_offset)])"""
+    r = Reader(resp)
+    corr = r.i32()
+    out = []
+    for _ in range(r.i32()):
+        name = r.string()
+        for _ in range(r.i32()):
+            idx, err, base = r.i32(), r.i16(), r.i64()
+            r.i64()  # log_append_time
+            r.i64()  # log_start_offset
+            out.append((name, idx, err, base))
+    r.i32()  # throttle
+    assert r.done(), "trailing bytes in a Produce v6 response"
+    return corr, out
+
+
+def fetch_request_v9(corr: int, topic: str, partition: int, offset: int, version: int = 9) -> bytes:
+    """Fetch v9 or v10 (same layout) of one partition, answered at once (max_wait 0)."""
+    assert version in (9, 10)
+    body = struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
+    body += struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">iiiqqi", 1, partition, -1, offset, -1, 1 << 20)
+    body += struct.pack(">i", 0)  # forgotten topics
+    return frame(header_v1(1, version, corr) + body)
+
+
+def parse_fetch_v9(resp: bytes):
+    """-> (correlation_id, top-level error, [(topic, partition, error_code, high_watermark, records)])"""
+    r = Reader(resp)
+    corr = r.i32()
+    r.i32()  # throttle
+    err = r.i16()
+    r.i32()  # session id
+    out = []
+    for _ in range(r.i32()):
+        name = r.string()
+        for _ in range(r.i32()):
+            idx, perr, hw = r.i32(), r.i16(), r.i64()
+            r.i64()  # last stable offset
+            r.i64()  # log start offset
+            for _ in range(max(r.i32(), 0)):  # aborted transactions (nullable)
+                r.i64()
+                r.i64()
+            n = r.i32()
+            out.append((name, idx, perr, hw, r.take(n) if n > 0 else b""))
+    assert r.done(), "trailing bytes in a Fetch v9 response"
+    return corr, err, out

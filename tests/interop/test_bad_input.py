@@ -12,9 +12,10 @@ import pytest
 
 from conftest import unique_topic
 from interop_util import POLL_DEADLINE, now_ms, require_module
-from kafka_wire import (Closed, api_versions_request, closed_or_frame, connect, frame, header_v1,
-                        header_v2, parse_api_versions, parse_produce_v9, produce_request_v9,
-                        record_batch, recv_frame, uvarint)
+from kafka_wire import (Closed, api_versions_request, closed_or_frame, connect, fetch_request_v9, frame,
+                        header_v1, header_v2, parse_api_versions, parse_fetch_v9, parse_produce_v6,
+                        parse_produce_v9, produce_request_v6, produce_request_v9, record_batch,
+                        recv_frame, uvarint)
 
 ck = require_module("confluent_kafka")
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
@@ -339,6 +340,75 @@ def test_produce_corrupt_batch_rejected(broker, bystander):
     finally:
         c.close()
     bystander.check("corrupt batches")
+
+
+def _create(broker, topic, config=None):
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a.create_topics([NewTopic(topic, 1, 1, config=config or {})], request_timeout=20)[topic].result(timeout=20)
+
+
+def _produce_until_led(s, request, parse, topic):
+    """Sends a Produce until the new topic has a leader; -> the partition's (error, base offset)."""
+    deadline = time.monotonic() + 20
+    corr = 10
+    while True:
+        corr += 1
+        s.sendall(request(corr))
+        got, res = parse(recv_frame(s))
+        assert got == corr and [(t, p) for t, p, _, _ in res] == [(topic, 0)], res
+        if res[0][2] in (3, 5, 6) and time.monotonic() < deadline:  # not led yet
+            time.sleep(0.2)
+            continue
+        return res[0][2], res[0][3]
+
+
+def test_produce_shape_checks_and_zstd_versions(broker, bystander):
+    """Kafka's checks of a partition's records before it validates them: zstd needs Produce
+    v7 (UNSUPPORTED_COMPRESSION_TYPE, 76, at v6) and a partition takes exactly one batch per
+    request (INVALID_RECORD, 87). Nothing refused is stored. A topic whose compression.type
+    is zstd is served to Fetch v9 and v10 alike, as Kafka 4.1.1 does."""
+    cramjam = require_module("cramjam")
+    ts = now_ms() - 60_000
+    zstd = record_batch([(b"k", b"v" * 100)], ts, compress=cramjam.zstd.compress, codec=4)
+    plain = record_batch([(b"k", b"v")], ts)
+    topic = unique_topic("raw-shape")
+    _create(broker, topic)
+    with connect(broker) as s:
+        err, _ = _produce_until_led(s, lambda c: produce_request_v6(c, topic, 0, zstd), parse_produce_v6, topic)
+        assert err == 76, f"zstd at Produce v6: want UNSUPPORTED_COMPRESSION_TYPE (76), got {err}"
+        assert _produce_until_led(s, lambda c: produce_request_v6(c, topic, 0, plain), parse_produce_v6,
+                                  topic) == (0, 0)
+        assert _produce_until_led(s, lambda c: produce_request_v9(c, topic, 0, zstd), parse_produce_v9,
+                                  topic) == (0, 1)
+        err, _ = _produce_until_led(s, lambda c: produce_request_v9(c, topic, 0, plain + plain),
+                                    parse_produce_v9, topic)
+        assert err == 87, f"two batches for one partition: want INVALID_RECORD (87), got {err}"
+        # A producer-compressed zstd batch is served as stored even at Fetch v9.
+        s.sendall(fetch_request_v9(50, topic, 0, 0))
+        corr, top, parts = parse_fetch_v9(recv_frame(s))
+        assert (corr, top) == (50, 0)
+        assert [(t, p, e, hw) for t, p, e, hw, _ in parts] == [(topic, 0, 0, 2)]
+        assert len(parts[0][4]) == len(plain) + len(zstd)
+
+    ztopic = unique_topic("raw-zstd-topic")
+    _create(broker, ztopic, {"compression.type": "zstd"})
+    with connect(broker) as s:
+        assert _produce_until_led(s, lambda c: produce_request_v9(c, ztopic, 0, plain), parse_produce_v9,
+                                  ztopic) == (0, 0)
+        # Kafka 3.x refused this (UNSUPPORTED_COMPRESSION_TYPE below Fetch v10); Kafka 4
+        # dropped that with down-conversion and serves the stored zstd batch.
+        for corr, version in ((60, 9), (61, 10)):
+            s.sendall(fetch_request_v9(corr, ztopic, 0, 0, version=version))
+            got, top, parts = parse_fetch_v9(recv_frame(s))
+            assert (got, top) == (corr, 0)
+            assert [(t, p, e, hw) for t, p, e, hw, _ in parts] == [(ztopic, 0, 0, 1)], f"Fetch v{version}"
+            assert struct.unpack_from(">h", parts[0][4], 21)[0] & 7 == 4, "the topic stores zstd"
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "raw-shape", "enable.auto.commit": False})
+    try:
+        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=20) == (0, 2)
+    finally:
+        c.close()
+    bystander.check("produce shape checks")
 
 
 def test_broker_survived(broker, bystander):

@@ -166,6 +166,11 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Append
                 ));
                 continue;
             };
+            if let Err(e) = crate::log::batch::check_produce_shape(&records, version) {
+                tracing::debug!(topic = %partition.topic, partition = pd.index, "rejected produce: {e}");
+                partitions.push(error(pd.index, batch_error_code(&e), Some(e.to_string())));
+                continue;
+            }
             if let Some(code) = verify_transactional(broker, &records, partition, version) {
                 partitions.push(error(
                     pd.index,

@@ -25,6 +25,9 @@ pub enum BatchError {
     /// A CreateTime outside `message.timestamp.before/after.max.ms` of the broker's clock.
     #[error("{0}")]
     InvalidTimestamp(String),
+    /// A codec the request's version predates (zstd before Produce v7).
+    #[error("{0}")]
+    UnsupportedCompression(String),
     /// Larger than `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge {
@@ -575,6 +578,43 @@ pub struct ProduceLimits {
     pub timestamps: Option<(i64, i64)>,
     /// Every record needs a key (a compacted topic).
     pub keys_required: bool,
+}
+
+/// The checks Kafka makes of a partition's records before validating them (its
+/// `ProduceRequest.validateRecords`): at least one batch, magic 2, no zstd before Produce
+/// v7 (UNSUPPORTED_COMPRESSION_TYPE), and exactly one batch per partition. A truncated
+/// or malformed payload passes here and is refused by [`validate_produce_with`].
+pub fn check_produce_shape(payload: &[u8], version: i16) -> Result<(), BatchError> {
+    let Some((_, len)) = read_prefix(payload) else {
+        return Ok(());
+    };
+    if payload.len() <= ATTRIBUTES_OFFSET + 1 || len < 0 {
+        return Ok(());
+    }
+    if payload[MAGIC_OFFSET] != 2 {
+        return Err(BatchError::Invalid(format!(
+            "Produce requests with version {version} are only allowed to contain record batches with magic version 2"
+        )));
+    }
+    let attributes =
+        i16::from_be_bytes([payload[ATTRIBUTES_OFFSET], payload[ATTRIBUTES_OFFSET + 1]]);
+    if version < 7 && attributes & 0x07 == 4 {
+        return Err(BatchError::UnsupportedCompression(format!(
+            "Produce requests with version {version} are not allowed to use ZStandard compression"
+        )));
+    }
+    let first = LOG_OVERHEAD + len as usize;
+    let rest = payload.get(first..).unwrap_or_default();
+    // A second batch counts once it is whole; a cut-off tail is left to validation.
+    if let Some((_, next)) = read_prefix(rest)
+        && next >= 0
+        && LOG_OVERHEAD + next as usize <= rest.len()
+    {
+        return Err(BatchError::Invalid(format!(
+            "Produce requests with version {version} are only allowed to contain exactly one record batch per partition"
+        )));
+    }
+    Ok(())
 }
 
 /// Validates a Produce payload with only a size limit.
