@@ -90,27 +90,28 @@ fn varint_len(v: i64) -> usize {
     n
 }
 
-/// Reads a zig-zag varint; the one- and two-byte ones (most lengths and deltas in a batch)
-/// without the loop.
+/// Reads a zig-zag varint from `buf` at `*pos` and moves `*pos` past it; the one- and
+/// two-byte ones without the loop.
 #[inline(always)]
-fn get_varint(buf: &mut Bytes) -> Result<i64, RecordsError> {
+fn read_varint(buf: &[u8], pos: &mut usize) -> Result<i64, RecordsError> {
     let unzigzag = |v: u64| ((v >> 1) as i64) ^ -((v & 1) as i64);
-    let (value, used) = match *buf.as_ref() {
+    let rest = buf.get(*pos..).unwrap_or_default();
+    let (value, used) = match *rest {
         [b0, ..] if b0 < 0x80 => (unzigzag(b0 as u64), 1),
         [b0, b1, ..] if b1 < 0x80 => (unzigzag((b0 & 0x7f) as u64 | (b1 as u64) << 7), 2),
-        _ => return get_varint_long(buf),
+        _ => return read_varint_long(buf, pos),
     };
-    buf.advance(used);
+    *pos += used;
     Ok(value)
 }
 
-fn get_varint_long(buf: &mut Bytes) -> Result<i64, RecordsError> {
+fn read_varint_long(buf: &[u8], pos: &mut usize) -> Result<i64, RecordsError> {
     let mut value: u64 = 0;
     for shift in (0..70).step_by(7) {
-        if !buf.has_remaining() {
+        let Some(&b) = buf.get(*pos) else {
             return Err(RecordsError("truncated varint".into()));
-        }
-        let b = buf.get_u8();
+        };
+        *pos += 1;
         value |= ((b & 0x7f) as u64) << shift;
         if b & 0x80 == 0 {
             return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
@@ -119,16 +120,20 @@ fn get_varint_long(buf: &mut Bytes) -> Result<i64, RecordsError> {
     Err(RecordsError("varint too long".into()))
 }
 
+/// Reads a length-prefixed field of `buf` at `*pos`: where its bytes lie (`None` for a
+/// null field, length -1), with `*pos` moved past them.
 #[inline(always)]
-fn get_bytes(buf: &mut Bytes) -> Result<Option<Bytes>, RecordsError> {
-    let len = get_varint(buf)?;
+fn read_field(buf: &[u8], pos: &mut usize) -> Result<Option<std::ops::Range<usize>>, RecordsError> {
+    let len = read_varint(buf, pos)?;
     if len < 0 {
         return Ok(None);
     }
-    if len as usize > buf.remaining() {
+    if len as usize > buf.len() - *pos {
         return Err(RecordsError("field overruns its record".into()));
     }
-    Ok(Some(buf.split_to(len as usize)))
+    let start = *pos;
+    *pos += len as usize;
+    Ok(Some(start..*pos))
 }
 
 /// Bytes of the record batch v2 header (base offset to records count), before its
@@ -682,38 +687,44 @@ fn decode_batch(
         return Ok(());
     }
     let log_append_time = attributes & 0x08 != 0;
-    let mut body = match attributes & 0x07 {
+    let body = match attributes & 0x07 {
         0 => batch,
         c => crate::codec::decompress(c as u8, &batch)
             .map_err(|e| RecordsError(format!("cannot decompress: {e}")))?,
     };
+    // Records are read through a cursor over the section's bytes: a key or value becomes
+    // a slice of `body` (one reference count taken), and nothing else is shared per record.
+    let data: &[u8] = &body;
+    let mut pos = 0usize;
     for _ in 0..count {
-        let len = get_varint(&mut body)?;
-        if len < 0 || len as usize > body.remaining() {
+        let len = read_varint(data, &mut pos)?;
+        if len < 0 || len as usize > data.len() - pos {
             return Err(RecordsError("record overruns its batch".into()));
         }
-        let mut r = body.split_to(len as usize);
-        if !r.has_remaining() {
+        let end = pos + len as usize;
+        let r = &data[..end];
+        if pos == end {
             return Err(RecordsError("empty record".into()));
         }
-        r.advance(1); // attributes
-        let ts_delta = get_varint(&mut r)?;
-        let offset_delta = get_varint(&mut r)?;
+        let mut at = pos + 1; // attributes
+        pos = end;
+        let ts_delta = read_varint(r, &mut at)?;
+        let offset_delta = read_varint(r, &mut at)?;
         if !(0..=last_offset - base_offset).contains(&offset_delta) {
             return Err(RecordsError(format!(
                 "record offset delta {offset_delta} outside its batch (last offset delta {})",
                 last_offset - base_offset
             )));
         }
-        let key = get_bytes(&mut r)?;
-        let value = get_bytes(&mut r)?;
-        let n = get_varint(&mut r)?;
+        let key = read_field(r, &mut at)?.map(|k| body.slice(k));
+        let value = read_field(r, &mut at)?.map(|v| body.slice(v));
+        let n = read_varint(r, &mut at)?;
         let mut headers = Vec::with_capacity(n.clamp(0, 64) as usize);
         for _ in 0..n {
-            let k = get_bytes(&mut r)?.unwrap_or_default();
-            let v = get_bytes(&mut r)?;
+            let k = read_field(r, &mut at)?.map_or(&[][..], |k| &r[k]);
+            let v = read_field(r, &mut at)?.map(|v| body.slice(v));
             headers.push(Header {
-                key: String::from_utf8_lossy(&k).into_owned(),
+                key: String::from_utf8_lossy(k).into_owned(),
                 value: v,
             });
         }
@@ -761,16 +772,22 @@ mod tests {
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v), "{v}");
             b.extend_from_slice(b"tail");
-            let mut r = b.freeze();
-            assert_eq!(get_varint(&mut r).expect("decodes"), v);
-            assert_eq!(&r[..], b"tail");
+            let mut at = 0;
+            assert_eq!(read_varint(&b, &mut at).expect("decodes"), v);
+            assert_eq!(&b[at..], b"tail");
         }
-        for bad in [&[0x80u8][..], &[0xff, 0xff][..], &[0xff; 11][..]] {
-            assert!(
-                get_varint(&mut Bytes::copy_from_slice(bad)).is_err(),
-                "{bad:?}"
-            );
+        for bad in [&[0x80u8][..], &[0xff, 0xff][..], &[0xff; 11][..], &[][..]] {
+            assert!(read_varint(bad, &mut 0).is_err(), "{bad:?}");
         }
+        // A field's length is checked against the bytes left.
+        let mut at = 0;
+        assert!(read_field(&[0x06, b'a', b'b'], &mut at).is_err());
+        let mut at = 0;
+        assert_eq!(read_field(&[0x01, b'x'], &mut at).expect("null"), None);
+        assert_eq!(
+            read_field(&[0x04, b'a', b'b', b'c'], &mut 0).expect("two"),
+            Some(1..3)
+        );
     }
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
@@ -931,5 +948,37 @@ mod tests {
         let offsets: Vec<i64> = partial.decoded.records.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, [0, 1], "the good batch before it is kept");
         assert_eq!(partial.decoded.next_offset, Some(2));
+    }
+
+    /// Every byte of a records section set to a varint's edge values, with a valid CRC:
+    /// decoding either reads records or reports the batch, and never reads past it.
+    #[test]
+    fn damaged_records_with_a_valid_crc_are_an_error_never_a_panic() {
+        let mut b = BatchBuilder::new();
+        sample(&mut b, 3);
+        let good = b.build(Compression::None, -1, -1, -1);
+        let expected = decode_batches(good.clone(), true).expect("good").records;
+        let mut errors = 0;
+        for at in HEADER..good.len() {
+            for v in [0x00u8, 0x01, 0x7f, 0x80, 0xff] {
+                let mut bad = BytesMut::from(&good[..]);
+                bad[at] = v;
+                let crc = crc32c::crc32c(&bad[21..]);
+                bad[17..21].copy_from_slice(&crc.to_be_bytes());
+                match decode_batches(bad.freeze(), true) {
+                    Ok(d) => assert!(d.records.len() <= expected.len()),
+                    Err(_) => errors += 1,
+                }
+            }
+        }
+        assert!(errors > 0, "some damage must be reported");
+        // Cut short, with the batch length saying so: each cut is an error.
+        for cut in HEADER + 1..good.len() {
+            let mut bad = BytesMut::from(&good[..cut]);
+            bad[8..12].copy_from_slice(&((cut - 12) as i32).to_be_bytes());
+            let crc = crc32c::crc32c(&bad[21..]);
+            bad[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert!(decode_batches(bad.freeze(), true).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the produce/fetch hot path: batch validation (CRC, record walk,
-//! decompression), offset-index lookup, and request decoding; and of a log cleaner pass.
+//! decompression), offset-index lookup, and request decoding; of a log cleaner pass; and
+//! of the consumer's decoding of fetched batches.
 //!
 //! `cargo bench -p runnel-broker --bench micro`
 
@@ -238,12 +239,43 @@ fn decompression(c: &mut Criterion) {
     g.finish();
 }
 
+/// The consumer's side of a fetch: 1 MiB of fetched batches (64 KiB each, as producers
+/// send them) decoded into records, with the CRC check a consumer makes by default.
+fn consumer_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("consumer_decode_1MiB");
+    for (name, n, size) in [("1KiB_records", 62, 1024), ("100B_records", 600, 100)] {
+        let mut fetched = BytesMut::new();
+        let mut offset = 0i64;
+        while fetched.len() + 66_000 < 1 << 20 {
+            let mut b = batch(n, size, Compression::None, true).to_vec();
+            b[0..8].copy_from_slice(&offset.to_be_bytes());
+            offset += n as i64;
+            fetched.extend_from_slice(&b);
+        }
+        let fetched = fetched.freeze();
+        g.throughput(Throughput::Bytes(fetched.len() as u64));
+        g.bench_function(name, |bch| {
+            bch.iter(|| {
+                let d = runnel_api::records::decode_committed_partial(
+                    black_box(fetched.clone()),
+                    true,
+                    &[],
+                );
+                assert!(d.error.is_none());
+                d.decoded.records.len()
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     micro,
     validation,
     decompression,
     index_lookup,
     request_decoding,
-    cleaner_pass
+    cleaner_pass,
+    consumer_decode
 );
 criterion_main!(micro);
