@@ -951,7 +951,7 @@ mod tests {
     }
 
     /// Every byte of a records section set to a varint's edge values, with a valid CRC:
-    /// decoding either reads records or reports the batch, and never reads past it.
+    /// decoding either reads records or reports the batch, and never panics.
     #[test]
     fn damaged_records_with_a_valid_crc_are_an_error_never_a_panic() {
         let mut b = BatchBuilder::new();

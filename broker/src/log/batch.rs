@@ -581,9 +581,9 @@ pub struct ProduceLimits {
 }
 
 /// The checks Kafka makes of a partition's records before validating them (its
-/// `ProduceRequest.validateRecords`): at least one batch, magic 2, no zstd before Produce
-/// v7 (UNSUPPORTED_COMPRESSION_TYPE), and exactly one batch per partition. A truncated
-/// or malformed payload passes here and is refused by [`validate_produce_with`].
+/// `ProduceRequest.validateRecords`): magic 2, no zstd before Produce v7
+/// (UNSUPPORTED_COMPRESSION_TYPE), and exactly one batch per partition. An empty,
+/// truncated or malformed payload passes here and is refused by [`validate_produce_with`].
 pub fn check_produce_shape(payload: &[u8], version: i16) -> Result<(), BatchError> {
     let Some((_, len)) = read_prefix(payload) else {
         return Ok(());
