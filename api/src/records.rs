@@ -334,7 +334,6 @@ impl BatchBuilder {
         producer: (i64, i16, i32),
         transactional: bool,
     ) -> Bytes {
-        let (producer_id, producer_epoch, base_sequence) = producer;
         let mut b = match compression {
             Compression::None => self.records[..].to_vec(),
             c => {
@@ -346,11 +345,10 @@ impl BatchBuilder {
                     // Codecs compressing in memory do not fail; if one ever does, the batch
                     // goes out uncompressed rather than not at all.
                     Err(_) => {
-                        return self.build_with(
+                        return self.build_leveled(
                             Compression::None,
-                            producer_id,
-                            producer_epoch,
-                            base_sequence,
+                            None,
+                            producer,
                             transactional,
                         );
                     }
@@ -358,11 +356,7 @@ impl BatchBuilder {
             }
         };
         let attributes = compression.id() | if transactional { 0x10 } else { 0 };
-        self.write_header(
-            &mut b,
-            attributes,
-            (producer_id, producer_epoch, base_sequence),
-        );
+        self.write_header(&mut b, attributes, producer);
         Bytes::from(b)
     }
 
@@ -393,17 +387,12 @@ impl BatchBuilder {
         producer: (i64, i16, i32),
         transactional: bool,
     ) -> Bytes {
-        let (producer_id, producer_epoch, base_sequence) = producer;
         if compression != Compression::None {
             return self.build_leveled(compression, level, producer, transactional);
         }
         let mut b = std::mem::take(&mut self.records);
         let attributes = if transactional { 0x10 } else { 0 };
-        self.write_header(
-            &mut b,
-            attributes,
-            (producer_id, producer_epoch, base_sequence),
-        );
+        self.write_header(&mut b, attributes, producer);
         b.freeze()
     }
 
