@@ -32,6 +32,7 @@ pub mod groups;
 pub mod membership;
 pub mod murmur2;
 pub mod net;
+mod produce_frame;
 pub mod producer;
 pub mod records;
 pub mod serde;

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,7 +23,9 @@ const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 type Pending = Arc<Mutex<VecDeque<(i32, Option<oneshot::Sender<Result<Bytes, ClientError>>>)>>>;
 
 struct Outgoing {
-    frame: Bytes,
+    /// The frame, size prefix first, in one or more pieces: a request whose record
+    /// batches go out by reference has them as pieces of their own (see [`Pieces`]).
+    frame: Vec<Bytes>,
     correlation_id: i32,
     reply: Option<oneshot::Sender<Result<Bytes, ClientError>>>,
 }
@@ -73,33 +75,34 @@ impl BrokerConnection {
         let pending: Pending = Arc::new(Mutex::new(VecDeque::new()));
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Writer: frames go out in order; each expected reply is queued before it is sent.
+        // Frames waiting together leave in one gathering write, pieces by reference.
         let wp = pending.clone();
         let wclosed = closed.clone();
         tokio::spawn(async move {
-            let mut w = BufWriter::with_capacity(64 * 1024, w);
+            let mut w = w;
+            let mut pieces: VecDeque<Bytes> = VecDeque::new();
             while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
-                }
-                for o in batch {
+                let mut next = Some(first);
+                while let Some(o) = next.take() {
                     if wclosed.load(std::sync::atomic::Ordering::SeqCst) {
                         if let Some(r) = o.reply {
                             let _ = r.send(Err(ClientError::Disconnected));
                         }
-                        continue;
+                    } else {
+                        if o.reply.is_some() {
+                            wp.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push_back((o.correlation_id, o.reply));
+                        }
+                        pieces.extend(o.frame);
                     }
-                    if o.reply.is_some() {
-                        wp.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push_back((o.correlation_id, o.reply));
-                    }
-                    if w.write_all(&o.frame).await.is_err() {
-                        wclosed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    if pieces.len() < WRITE_PIECES {
+                        next = rx.try_recv().ok();
                     }
                 }
-                if w.flush().await.is_err() {
+                if write_pieces(&mut w, &mut pieces).await.is_err() {
                     wclosed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    pieces.clear();
                 }
             }
         });
@@ -279,17 +282,38 @@ impl BrokerConnection {
         R::Response: Decodable + HeaderVersion + Send + 'static,
     {
         let rx = self.enqueue(req, version, false)?;
-        let conn = self.clone();
-        Ok(async move {
-            let mut body = conn.wait(rx).await?;
-            ResponseHeader::decode(
-                &mut body,
-                <R::Response as HeaderVersion>::header_version(version),
-            )
+        Ok(self.clone().response::<R::Response>(rx, version))
+    }
+
+    /// The decoded response that `rx` will receive.
+    async fn response<T: Decodable + HeaderVersion>(
+        self,
+        rx: Option<oneshot::Receiver<Result<Bytes, ClientError>>>,
+        version: i16,
+    ) -> Result<T, ClientError> {
+        let mut body = self.wait(rx).await?;
+        ResponseHeader::decode(&mut body, T::header_version(version))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            R::Response::decode(&mut body, version)
-                .map_err(|e| ClientError::Protocol(e.to_string()))
-        })
+        T::decode(&mut body, version).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// [`Self::start_at`] for a request whose body `write_body` writes into [`Pieces`]
+    /// (`body_len` bytes), so large buffers go out from their own memory.
+    pub fn start_pieces<R>(
+        &self,
+        version: i16,
+        body_len: usize,
+        write_body: impl FnOnce(&mut Pieces) -> Result<(), ClientError>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<R::Response, ClientError>> + Send + 'static,
+        ClientError,
+    >
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion + Send + 'static,
+    {
+        let rx = self.enqueue_pieces::<R>(version, body_len, write_body)?;
+        Ok(self.clone().response::<R::Response>(Some(rx), version))
     }
 
     /// Returns the whole response after the size prefix: header, then body.
@@ -319,11 +343,7 @@ impl BrokerConnection {
             .inner
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(id)
-            .with_client_id(Some(StrBytes::from_string(self.inner.client_id.clone())));
+        let header = self.header::<R>(version, id);
         let protocol = |e: anyhow::Error| ClientError::Protocol(e.to_string());
         let header_version = R::header_version(version);
         let len = header
@@ -352,15 +372,70 @@ impl BrokerConnection {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         };
+        self.queue(Outgoing {
+            frame: vec![frame],
+            correlation_id: id,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// Queues a request whose body `write_body` writes into pieces (`body_len` bytes,
+    /// as `R::compute_size` gives); the receiver of its response.
+    fn enqueue_pieces<R: Request>(
+        &self,
+        version: i16,
+        body_len: usize,
+        write_body: impl FnOnce(&mut Pieces) -> Result<(), ClientError>,
+    ) -> Result<oneshot::Receiver<Result<Bytes, ClientError>>, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Disconnected);
+        }
+        let id = self
+            .inner
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let header = self.header::<R>(version, id);
+        let protocol = |e: anyhow::Error| ClientError::Protocol(e.to_string());
+        let header_version = R::header_version(version);
+        let len = header.compute_size(header_version).map_err(protocol)? + body_len;
+        let mut frame = Pieces::default();
+        frame.buf().put_i32(len as i32);
+        header
+            .encode(frame.buf(), header_version)
+            .map_err(protocol)?;
+        write_body(&mut frame)?;
+        let frame = frame.finish();
+        let encoded: usize = frame.iter().map(Bytes::len).sum();
+        if encoded != 4 + len {
+            return Err(ClientError::Protocol(format!(
+                "request encoded to {} bytes, {} expected",
+                encoded - 4,
+                len
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.queue(Outgoing {
+            frame,
+            correlation_id: id,
+            reply: Some(tx),
+        })?;
+        Ok(rx)
+    }
+
+    fn header<R: Request>(&self, version: i16, correlation_id: i32) -> RequestHeader {
+        RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_string(self.inner.client_id.clone())))
+    }
+
+    fn queue(&self, o: Outgoing) -> Result<(), ClientError> {
         self.inner
             .tx
-            .send(Outgoing {
-                frame,
-                correlation_id: id,
-                reply,
-            })
-            .map_err(|_| ClientError::Disconnected)?;
-        Ok(rx)
+            .send(o)
+            .map_err(|_| ClientError::Disconnected)
     }
 
     /// Waits for a queued request's response within `request.timeout.ms`.
@@ -385,6 +460,78 @@ impl BrokerConnection {
                 )))
             }
         }
+    }
+}
+
+/// At most this many pieces of waiting frames go into one gathering write.
+const WRITE_PIECES: usize = 256;
+
+/// Writes `pieces` in order with gathering writes, dropping each piece once sent.
+async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    pieces: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    while !pieces.is_empty() {
+        let n = {
+            let slices: Vec<std::io::IoSlice<'_>> = pieces
+                .iter()
+                .take(WRITE_PIECES)
+                .map(|p| std::io::IoSlice::new(p))
+                .collect();
+            w.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = pieces.front_mut() else {
+                break;
+            };
+            if front.len() <= left {
+                left -= front.len();
+                pieces.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+        while pieces.front().is_some_and(Bytes::is_empty) {
+            pieces.pop_front();
+        }
+    }
+    Ok(())
+}
+
+/// A request frame in pieces, for a gathering write: small parts are copied into a
+/// buffer, large shared buffers (a Produce request's record batches) are kept by
+/// reference, as Kafka's clients send batches from their own memory.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    pieces: Vec<Bytes>,
+    tail: BytesMut,
+}
+
+impl Pieces {
+    /// Where small parts are written.
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// Adds `b` by reference after what was written so far.
+    pub fn attach(&mut self, b: Bytes) {
+        if !self.tail.is_empty() {
+            self.pieces.push(self.tail.split().freeze());
+        }
+        self.pieces.push(b);
+    }
+
+    /// The pieces, in order.
+    pub fn finish(mut self) -> Vec<Bytes> {
+        if !self.tail.is_empty() {
+            self.pieces.push(self.tail.split().freeze());
+        }
+        self.pieces
     }
 }
 
@@ -454,6 +601,33 @@ pub async fn read_body_reusing<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pieces_arrive_whole_and_in_order_through_short_writes() {
+        // A pipe that takes at most 7 bytes at a time cuts pieces anywhere, empty ones
+        // included; the reader sees the concatenation.
+        let sizes = [3usize, 0, 70_000, 1, 0, 7, 8, 64 * 1024 + 5, 2];
+        let mut pieces: VecDeque<Bytes> = VecDeque::new();
+        let mut expected = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            let p: Bytes = (0..*n).map(|k| (i * 31 + k) as u8).collect();
+            expected.extend_from_slice(&p);
+            pieces.push_back(p);
+        }
+        for _ in 0..WRITE_PIECES {
+            pieces.push_back(Bytes::from_static(b"x"));
+            expected.push(b'x');
+        }
+        let (mut w, mut r) = tokio::io::duplex(7);
+        let total = expected.len();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; total];
+            r.read_exact(&mut got).await.map(|_| got)
+        });
+        write_pieces(&mut w, &mut pieces).await.unwrap();
+        assert!(pieces.is_empty());
+        assert_eq!(reader.await.unwrap().unwrap(), expected);
+    }
 
     #[tokio::test]
     async fn reused_frame_memory_never_changes_a_frame_still_held() {

@@ -87,7 +87,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName, TransactionalId};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -1665,7 +1665,16 @@ async fn send_request(
         }
         return;
     }
-    let pending = conn.start_at(&req, version);
+    // The batches go out from their own memory (a gathering write), not copied into the
+    // request first.
+    let pending = req
+        .compute_size(version)
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+        .and_then(|len| {
+            conn.start_pieces::<ProduceRequest>(version, len, |out| {
+                crate::produce_frame::produce_pieces(&req, version, out)
+            })
+        });
     drop(req);
     let pending = match pending {
         Ok(p) => p,
