@@ -21,6 +21,15 @@ pub fn file_name(base_offset: i64, suffix: &str) -> String {
 /// at the tail read these, and finding their position then costs no read of the file.
 const RECENT_BATCHES: usize = 16;
 
+/// The active segment reserves disk space ahead of its end (`fallocate` with
+/// `FALLOC_FL_KEEP_SIZE`: the file's length, and so everything that reads it, is
+/// unchanged), as much again as it holds, from [`RESERVE_MIN`] up to this. Appends into
+/// reserved space skip the filesystem's per-block allocation work (ext4's delayed
+/// allocation), which was about a quarter of a buffered append's kernel time here; the
+/// reservation left at the end is given back when the segment stops being active.
+const RESERVE_MAX: u64 = 8 << 20;
+const RESERVE_MIN: u64 = 64 << 10;
+
 /// Suffix of the files of a segment the log cleaner is writing.
 pub const CLEANED: &str = ".cleaned";
 
@@ -55,6 +64,16 @@ pub struct Segment {
     pub created_ms: i64,
     /// (position, header) of the last [`RECENT_BATCHES`] batches appended, oldest first.
     recent: VecDeque<(u64, BatchHeader)>,
+    /// Active: appends reserve space ahead (see [`RESERVE_MAX`]).
+    reserving: bool,
+    /// End of the space reserved so far (0: none, or not known after a restart).
+    reserved: u64,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.release_reserved();
+    }
 }
 
 impl Segment {
@@ -69,7 +88,9 @@ impl Segment {
     /// Creates a new, empty, active segment.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Self> {
         let (log, idx, tidx) = Self::paths(dir, base_offset);
-        Self::create_at(base_offset, log, idx, tidx, now_ms)
+        let mut seg = Self::create_at(base_offset, log, idx, tidx, now_ms)?;
+        seg.reserving = true;
+        Ok(seg)
     }
 
     /// Creates the segment the log cleaner writes: `<base>.log.cleaned` and its indexes
@@ -147,6 +168,8 @@ impl Segment {
             offset_of_max_timestamp: -1,
             created_ms: now_ms,
             recent: VecDeque::new(),
+            reserving: false,
+            reserved: 0,
         })
     }
 
@@ -178,6 +201,8 @@ impl Segment {
             offset_of_max_timestamp: -1,
             created_ms: now_ms,
             recent: VecDeque::new(),
+            reserving: false,
+            reserved: 0,
         };
         let indexes_sane = match seg.index.last()? {
             Some((off, pos)) => pos < size && off >= base_offset,
@@ -323,6 +348,7 @@ impl Segment {
     ) -> io::Result<()> {
         let start = self.size;
         let total: usize = parts.iter().map(|p| p.len()).sum();
+        self.reserve(start + total as u64);
         let written = if parts.len() <= 512 {
             let iov: Vec<std::io::IoSlice<'_>> =
                 parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
@@ -349,8 +375,46 @@ impl Segment {
         Ok(())
     }
 
-    /// Called when a newer segment takes over: a final time-index entry, indexes uncached.
+    /// Reserves space ahead when an append up to `end` goes past the reservation. A
+    /// failure (a filesystem without `fallocate`, or too little space left to reserve)
+    /// ends reserving for this segment; the appends go on without it.
+    fn reserve(&mut self, end: u64) {
+        if !self.reserving || end <= self.reserved {
+            return;
+        }
+        let from = self.reserved.max(self.size);
+        let to = end + end.clamp(RESERVE_MIN, RESERVE_MAX);
+        match nix::fcntl::fallocate(
+            &*self.file,
+            nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            from as i64,
+            (to - from) as i64,
+        ) {
+            Ok(()) => self.reserved = to,
+            Err(e) => {
+                tracing::debug!(segment = %self.log_path.display(), "not reserving space ahead: {e}");
+                self.reserving = false;
+            }
+        }
+    }
+
+    /// Gives back the space reserved past the end (all of it, including any reserved
+    /// before a restart): truncating to the current length frees the blocks beyond it.
+    fn release_reserved(&mut self) {
+        if !self.reserving {
+            return;
+        }
+        self.reserving = false;
+        self.reserved = 0;
+        if let Err(e) = self.file.set_len(self.size) {
+            tracing::warn!(segment = %self.log_path.display(), "giving back reserved space: {e}");
+        }
+    }
+
+    /// Called when a newer segment takes over: a final time-index entry, indexes uncached,
+    /// reserved space given back.
     pub fn close_active(&mut self) -> io::Result<()> {
+        self.release_reserved();
         self.recent = VecDeque::new();
         if self.max_timestamp >= 0 {
             self.time_index
@@ -368,6 +432,7 @@ impl Segment {
 
     /// Loads the indexes into memory (this segment is the active one).
     pub fn make_active(&mut self) -> io::Result<()> {
+        self.reserving = true;
         self.index.cache()?;
         self.time_index.cache()
     }
@@ -495,7 +560,9 @@ impl Segment {
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
         let pos = self.position_of(offset)?.unwrap_or(self.size);
         self.recent.retain(|(p, _)| *p < pos);
+        // (This frees any reserved space too: the next append reserves again.)
         self.file.set_len(pos)?;
+        self.reserved = 0;
         self.size = pos;
         self.index.truncate_to_position(pos)?;
         self.time_index.truncate_to_offset(offset)?;

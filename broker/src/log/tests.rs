@@ -298,3 +298,46 @@ fn reads_from_the_recent_batches_in_memory_agree_with_the_file() {
     // (a batch is at least 70 bytes, so an entry comes at least every 5 batches)
     assert!(idx >= 8 * 8, "{idx} bytes of index for 40 batches");
 }
+
+#[test]
+fn the_active_segment_reserves_space_ahead_and_gives_it_back() {
+    // (Needs a filesystem with fallocate: ext4, xfs, btrfs, tmpfs all have it.)
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&[("segment.bytes", "100000")]);
+    let seg = |base: i64| dir.path().join(segment::file_name(base, ".log"));
+    // (length, bytes allocated on disk, rounded up to whole blocks)
+    let usage = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.len(), m.blocks() * 512, m.len().div_ceil(4096) * 4096)
+    };
+    let mut log = open(dir.path(), cfg.clone(), true);
+    append(&mut log, 10, 0);
+    let (len, allocated, _) = usage(&seg(0));
+    assert!(len > 0);
+    assert!(
+        allocated >= len + 60 * 1024,
+        "active segment: {allocated} bytes allocated for {len}"
+    );
+    // Rolling gives the first segment's reservation back; the new one reserves.
+    while log.segment_count() < 2 {
+        append(&mut log, 10, 0);
+    }
+    let (len, allocated, whole_blocks) = usage(&seg(0));
+    assert!(len > 50_000, "{len}");
+    assert!(allocated <= whole_blocks, "closed: {allocated} allocated for {len}");
+    let second = log.log_end_offset() - 10;
+    let (len2, allocated2, _) = usage(&seg(second));
+    assert!(allocated2 >= len2 + 60 * 1024, "{allocated2} for {len2}");
+    // Closing the log gives the active segment's back; reopening reserves again, and
+    // the records read back as they were.
+    drop(log);
+    let (len2, allocated2, whole_blocks2) = usage(&seg(second));
+    assert!(allocated2 <= whole_blocks2, "after close: {allocated2} for {len2}");
+    let mut log = open(dir.path(), cfg, true);
+    let end = log.log_end_offset();
+    append(&mut log, 10, 0);
+    let (len2, allocated2, _) = usage(&seg(second));
+    assert!(allocated2 >= len2 + 60 * 1024, "reopened: {allocated2} for {len2}");
+    assert_eq!(read_offsets(&log, 0), (0..end + 10).collect::<Vec<_>>());
+}
