@@ -246,16 +246,8 @@ impl BrokerConnection {
         R: Request,
         R::Response: Decodable + HeaderVersion,
     {
-        let mut body = self.raw_request(req, version, false).await?;
-        ResponseHeader::decode(
-            &mut body,
-            <R::Response as HeaderVersion>::header_version(version),
-        )
-        .map_err(|e| ClientError::Protocol(e.to_string()))
-        .and_then(|_| {
-            R::Response::decode(&mut body, version)
-                .map_err(|e| ClientError::Protocol(e.to_string()))
-        })
+        let rx = self.enqueue(req, version, false)?;
+        self.clone().response::<R::Response>(rx, version).await
     }
 
     /// Sends `req` expecting no response (Produce with acks=0).
@@ -313,7 +305,7 @@ impl BrokerConnection {
         R::Response: Decodable + HeaderVersion + Send + 'static,
     {
         let rx = self.enqueue_pieces::<R>(version, body_len, write_body)?;
-        Ok(self.clone().response::<R::Response>(Some(rx), version))
+        Ok(self.clone().response::<R::Response>(rx, version))
     }
 
     /// Returns the whole response after the size prefix: header, then body.
@@ -336,48 +328,21 @@ impl BrokerConnection {
         version: i16,
         no_response: bool,
     ) -> Result<Option<oneshot::Receiver<Result<Bytes, ClientError>>>, ClientError> {
-        if self.is_closed() {
-            return Err(ClientError::Disconnected);
-        }
-        let id = self
-            .inner
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let header = self.header::<R>(version, id);
         let protocol = |e: anyhow::Error| ClientError::Protocol(e.to_string());
-        let header_version = R::header_version(version);
-        let len = header
-            .compute_size(header_version)
-            .and_then(|h| Ok(h + req.compute_size(version)?))
-            .map_err(protocol)?;
+        let body_len = req.compute_size(version).map_err(protocol)?;
+        let (id, header, len) = self.frame_start::<R>(version, body_len)?;
         let frame = {
             let mut spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner());
             let mut own = BytesMut::new();
             let buf = frame_buffer(&mut spare, &mut own, 4 + len);
             buf.put_i32(len as i32);
-            header.encode(buf, header_version).map_err(protocol)?;
+            header
+                .encode(buf, R::header_version(version))
+                .map_err(protocol)?;
             req.encode(buf, version).map_err(protocol)?;
-            if buf.len() != 4 + len {
-                return Err(ClientError::Protocol(format!(
-                    "request encoded to {} bytes, {} expected",
-                    buf.len() - 4,
-                    len
-                )));
-            }
             buf.split().freeze()
         };
-        let (reply, rx) = if no_response {
-            (None, None)
-        } else {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        };
-        self.queue(Outgoing {
-            frame: vec![frame],
-            correlation_id: id,
-            reply,
-        })?;
-        Ok(rx)
+        self.queue(id, vec![frame], len, no_response)
     }
 
     /// Queues a request whose body `write_body` writes into pieces (`body_len` bytes,
@@ -387,7 +352,23 @@ impl BrokerConnection {
         version: i16,
         body_len: usize,
         write_body: impl FnOnce(&mut Pieces) -> Result<(), ClientError>,
-    ) -> Result<oneshot::Receiver<Result<Bytes, ClientError>>, ClientError> {
+    ) -> Result<Option<oneshot::Receiver<Result<Bytes, ClientError>>>, ClientError> {
+        let (id, header, len) = self.frame_start::<R>(version, body_len)?;
+        let mut frame = Pieces::default();
+        frame.buf().put_i32(len as i32);
+        header
+            .encode(frame.buf(), R::header_version(version))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        write_body(&mut frame)?;
+        self.queue(id, frame.finish(), len, false)
+    }
+
+    /// A request's correlation id, header, and frame length after the size prefix.
+    fn frame_start<R: Request>(
+        &self,
+        version: i16,
+        body_len: usize,
+    ) -> Result<(i32, RequestHeader, usize), ClientError> {
         if self.is_closed() {
             return Err(ClientError::Disconnected);
         }
@@ -395,47 +376,50 @@ impl BrokerConnection {
             .inner
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let header = self.header::<R>(version, id);
-        let protocol = |e: anyhow::Error| ClientError::Protocol(e.to_string());
-        let header_version = R::header_version(version);
-        let len = header.compute_size(header_version).map_err(protocol)? + body_len;
-        let mut frame = Pieces::default();
-        frame.buf().put_i32(len as i32);
-        header
-            .encode(frame.buf(), header_version)
-            .map_err(protocol)?;
-        write_body(&mut frame)?;
-        let frame = frame.finish();
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(id)
+            .with_client_id(Some(StrBytes::from_string(self.inner.client_id.clone())));
+        let len = header
+            .compute_size(R::header_version(version))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            + body_len;
+        Ok((id, header, len))
+    }
+
+    /// Hands an encoded frame (`4 + len` bytes in pieces) to the writer; the receiver of
+    /// its response unless none is expected.
+    fn queue(
+        &self,
+        correlation_id: i32,
+        frame: Vec<Bytes>,
+        len: usize,
+        no_response: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<Bytes, ClientError>>>, ClientError> {
         let encoded: usize = frame.iter().map(Bytes::len).sum();
         if encoded != 4 + len {
             return Err(ClientError::Protocol(format!(
                 "request encoded to {} bytes, {} expected",
-                encoded - 4,
+                encoded.saturating_sub(4),
                 len
             )));
         }
-        let (tx, rx) = oneshot::channel();
-        self.queue(Outgoing {
-            frame,
-            correlation_id: id,
-            reply: Some(tx),
-        })?;
-        Ok(rx)
-    }
-
-    fn header<R: Request>(&self, version: i16, correlation_id: i32) -> RequestHeader {
-        RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_string(self.inner.client_id.clone())))
-    }
-
-    fn queue(&self, o: Outgoing) -> Result<(), ClientError> {
+        let (reply, rx) = if no_response {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
         self.inner
             .tx
-            .send(o)
-            .map_err(|_| ClientError::Disconnected)
+            .send(Outgoing {
+                frame,
+                correlation_id,
+                reply,
+            })
+            .map_err(|_| ClientError::Disconnected)?;
+        Ok(rx)
     }
 
     /// Waits for a queued request's response within `request.timeout.ms`.
@@ -471,7 +455,13 @@ async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     pieces: &mut VecDeque<Bytes>,
 ) -> std::io::Result<()> {
-    while !pieces.is_empty() {
+    loop {
+        while pieces.front().is_some_and(Bytes::is_empty) {
+            pieces.pop_front();
+        }
+        if pieces.is_empty() {
+            return Ok(());
+        }
         let n = {
             let slices: Vec<std::io::IoSlice<'_>> = pieces
                 .iter()
@@ -496,11 +486,7 @@ async fn write_pieces<W: tokio::io::AsyncWrite + Unpin>(
                 left = 0;
             }
         }
-        while pieces.front().is_some_and(Bytes::is_empty) {
-            pieces.pop_front();
-        }
     }
-    Ok(())
 }
 
 /// A request frame in pieces, for a gathering write: small parts are copied into a
@@ -606,7 +592,7 @@ mod tests {
     async fn pieces_arrive_whole_and_in_order_through_short_writes() {
         // A pipe that takes at most 7 bytes at a time cuts pieces anywhere, empty ones
         // included; the reader sees the concatenation.
-        let sizes = [3usize, 0, 70_000, 1, 0, 7, 8, 64 * 1024 + 5, 2];
+        let sizes = [0usize, 0, 3, 0, 70_000, 1, 0, 7, 8, 64 * 1024 + 5, 2, 0];
         let mut pieces: VecDeque<Bytes> = VecDeque::new();
         let mut expected = Vec::new();
         for (i, n) in sizes.iter().enumerate() {
@@ -614,10 +600,8 @@ mod tests {
             expected.extend_from_slice(&p);
             pieces.push_back(p);
         }
-        for _ in 0..WRITE_PIECES {
-            pieces.push_back(Bytes::from_static(b"x"));
-            expected.push(b'x');
-        }
+        pieces.extend(std::iter::repeat_n(Bytes::from_static(b"x"), WRITE_PIECES));
+        expected.extend(std::iter::repeat_n(b'x', WRITE_PIECES));
         let (mut w, mut r) = tokio::io::duplex(7);
         let total = expected.len();
         let reader = tokio::spawn(async move {

@@ -35,7 +35,11 @@ pub fn produce_pieces(
     let mut empty = req.clone();
     let mut one = req.clone();
     for (te, to) in empty.topic_data.iter_mut().zip(one.topic_data.iter_mut()) {
-        for (pe, po) in te.partition_data.iter_mut().zip(to.partition_data.iter_mut()) {
+        for (pe, po) in te
+            .partition_data
+            .iter_mut()
+            .zip(to.partition_data.iter_mut())
+        {
             if let Some(r) = pe.records.as_ref().filter(|r| r.len() >= SHARE_MIN_BYTES) {
                 shared.push(r.clone());
                 pe.records = Some(Bytes::new());
@@ -141,7 +145,7 @@ mod tests {
         // Sizes around the sharing threshold, and records lengths whose unsigned varint
         // takes 2 and 3 bytes; a null and an empty records field; batches filled with
         // zeros and ones, the bytes the framing compares on.
-        let cases = vec![
+        let cases = [
             request(None, &[("t", vec![Some(records(70_000, 0))])]),
             request(
                 Some("txn-1"),
