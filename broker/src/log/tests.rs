@@ -325,7 +325,10 @@ fn the_active_segment_reserves_space_ahead_and_gives_it_back() {
     }
     let (len, allocated, whole_blocks) = usage(&seg(0));
     assert!(len > 50_000, "{len}");
-    assert!(allocated <= whole_blocks, "closed: {allocated} allocated for {len}");
+    assert!(
+        allocated <= whole_blocks,
+        "closed: {allocated} allocated for {len}"
+    );
     let second = log.log_end_offset() - 10;
     let (len2, allocated2, _) = usage(&seg(second));
     assert!(allocated2 >= len2 + 60 * 1024, "{allocated2} for {len2}");
@@ -333,11 +336,17 @@ fn the_active_segment_reserves_space_ahead_and_gives_it_back() {
     // the records read back as they were.
     drop(log);
     let (len2, allocated2, whole_blocks2) = usage(&seg(second));
-    assert!(allocated2 <= whole_blocks2, "after close: {allocated2} for {len2}");
+    assert!(
+        allocated2 <= whole_blocks2,
+        "after close: {allocated2} for {len2}"
+    );
     let mut log = open(dir.path(), cfg, true);
     let end = log.log_end_offset();
     append(&mut log, 10, 0);
     let (len2, allocated2, _) = usage(&seg(second));
-    assert!(allocated2 >= len2 + 60 * 1024, "reopened: {allocated2} for {len2}");
+    assert!(
+        allocated2 >= len2 + 60 * 1024,
+        "reopened: {allocated2} for {len2}"
+    );
     assert_eq!(read_offsets(&log, 0), (0..end + 10).collect::<Vec<_>>());
 }
