@@ -592,7 +592,7 @@ impl Producer {
             ..Default::default()
         };
         if config.is_idempotent() && config.transactional_id.is_none() {
-            acc.ids = idempotent_producer_id(&cluster).await?;
+            acc.ids = idempotent_producer_id(&cluster, config.max_block).await?;
         }
         let memory = Arc::new(Semaphore::new(
             config.buffer_memory.clamp(1, Semaphore::MAX_PERMITS),
@@ -1262,7 +1262,7 @@ async fn reset_producer_id(inner: &Arc<Inner>) -> bool {
             return false;
         }
     }
-    let ids = match idempotent_producer_id(&inner.cluster).await {
+    let ids = match idempotent_producer_id(&inner.cluster, Duration::ZERO).await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::debug!("new producer id: {e}");
@@ -1591,19 +1591,39 @@ async fn add_to_transaction(
     }
 }
 
-/// A producer id for an idempotent (non-transactional) producer.
-async fn idempotent_producer_id(cluster: &Cluster) -> Result<(i64, i16), ClientError> {
-    let conn = cluster.any_connection().await?;
-    let req = kafka_protocol::messages::InitProducerIdRequest::default()
-        .with_transactional_id(None)
-        .with_transaction_timeout_ms(i32::MAX)
-        .with_producer_id(kafka_protocol::messages::ProducerId(-1))
-        .with_producer_epoch(-1);
-    let resp = conn.send(&req).await?;
-    if let Some(e) = ClientError::from_code(resp.error_code, "init producer id") {
-        return Err(e);
+/// A producer id for an idempotent (non-transactional) producer. A retriable failure
+/// (a broker still loading its producer-id block answers COORDINATOR_LOAD_IN_PROGRESS, as
+/// Apache Kafka does just after it starts; a lost connection) is tried again after
+/// `retry.backoff.ms` until `patience` has passed, as Kafka's clients retry it.
+async fn idempotent_producer_id(
+    cluster: &Cluster,
+    patience: Duration,
+) -> Result<(i64, i16), ClientError> {
+    let deadline = Instant::now() + patience;
+    let backoff = cluster.config().retry_backoff;
+    loop {
+        let attempt = async {
+            let conn = cluster.any_connection().await?;
+            let req = kafka_protocol::messages::InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(i32::MAX)
+                .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+                .with_producer_epoch(-1);
+            let resp = conn.send(&req).await?;
+            match ClientError::from_code(resp.error_code, "init producer id") {
+                Some(e) => Err(e),
+                None => Ok((resp.producer_id.0, resp.producer_epoch)),
+            }
+        }
+        .await;
+        match attempt {
+            Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
+                tracing::debug!("init producer id: {e}; trying again");
+                tokio::time::sleep(backoff).await;
+            }
+            done => return done,
+        }
     }
-    Ok((resp.producer_id.0, resp.producer_epoch))
 }
 
 async fn send_request(
@@ -1814,5 +1834,123 @@ mod tests {
         // A retry waits until its partition has nothing in flight.
         assert!(!may_send(1, true, true));
         assert!(!may_send(3, false, true));
+    }
+}
+
+#[cfg(test)]
+mod init_tests {
+    use super::*;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataResponse,
+        ProducerId, RequestHeader, ResponseHeader,
+    };
+    use kafka_protocol::protocol::Decodable;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A broker that answers ApiVersions and Metadata, and InitProducerId with
+    /// COORDINATOR_LOAD_IN_PROGRESS `loading` times before giving producer id 42: what
+    /// Apache Kafka does while it fetches its first block of producer ids. Counts the
+    /// InitProducerId requests.
+    async fn loading_broker(loading: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let inits = Arc::new(AtomicUsize::new(0));
+        let counted = inits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    while let Ok(len) = s.read_i32().await {
+                        let mut body = vec![0u8; len.max(0) as usize];
+                        if s.read_exact(&mut body).await.is_err() || body.len() < 4 {
+                            return;
+                        }
+                        let key = i16::from_be_bytes([body[0], body[1]]);
+                        let version = i16::from_be_bytes([body[2], body[3]]);
+                        let Ok(api) = ApiKey::try_from(key) else {
+                            return;
+                        };
+                        let mut req = Bytes::from(body);
+                        let header =
+                            RequestHeader::decode(&mut req, api.request_header_version(version))
+                                .unwrap();
+                        let mut out = BytesMut::new();
+                        ResponseHeader::default()
+                            .with_correlation_id(header.correlation_id)
+                            .encode(&mut out, api.response_header_version(version))
+                            .unwrap();
+                        let range = |k: ApiKey, max: i16| {
+                            ApiVersion::default()
+                                .with_api_key(k as i16)
+                                .with_min_version(0)
+                                .with_max_version(max)
+                        };
+                        let encoded = match api {
+                            ApiKey::ApiVersions => ApiVersionsResponse::default()
+                                .with_api_keys(vec![
+                                    range(ApiKey::ApiVersions, 3),
+                                    range(ApiKey::Metadata, 12),
+                                    range(ApiKey::InitProducerId, 5),
+                                ])
+                                .encode(&mut out, version),
+                            ApiKey::Metadata => MetadataResponse::default()
+                                .with_brokers(vec![
+                                    MetadataResponseBroker::default()
+                                        .with_node_id(BrokerId(1))
+                                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                        .with_port(port as i32),
+                                ])
+                                .with_controller_id(BrokerId(1))
+                                .encode(&mut out, version),
+                            ApiKey::InitProducerId => {
+                                let n = counted.fetch_add(1, Ordering::SeqCst);
+                                let resp = if n < loading {
+                                    InitProducerIdResponse::default().with_error_code(14)
+                                } else {
+                                    InitProducerIdResponse::default()
+                                        .with_producer_id(ProducerId(42))
+                                        .with_producer_epoch(3)
+                                };
+                                resp.encode(&mut out, version)
+                            }
+                            _ => return,
+                        };
+                        encoded.unwrap();
+                        if s.write_i32(out.len() as i32).await.is_err()
+                            || s.write_all(&out).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("127.0.0.1:{port}"), inits)
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_producer_waits_out_a_broker_still_loading_producer_ids() {
+        let (addr, inits) = loading_broker(3).await;
+        let mut cfg = ProducerConfig::new(&addr);
+        cfg.set("acks", "all").unwrap();
+        cfg.set("retry.backoff.ms", "10").unwrap();
+        let producer = Producer::connect(cfg).await.unwrap();
+        assert_eq!(producer.inner.acc_ids(), (42, 3));
+        assert_eq!(inits.load(Ordering::SeqCst), 4);
+
+        // Within max.block.ms only: a broker that keeps loading is an error in the end.
+        let (addr, _) = loading_broker(usize::MAX).await;
+        let mut cfg = ProducerConfig::new(&addr);
+        cfg.set("retry.backoff.ms", "10").unwrap();
+        cfg.set("max.block.ms", "200").unwrap();
+        let started = Instant::now();
+        let err = Producer::connect(cfg).await.err().unwrap();
+        assert!(
+            matches!(err, ClientError::Broker { code: 14, .. }),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
