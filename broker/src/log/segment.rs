@@ -398,14 +398,14 @@ impl Segment {
         }
     }
 
-    /// Gives back the space reserved past the end (all of it, including any reserved
-    /// before a restart): truncating to the current length frees the blocks beyond it.
+    /// Gives back the space reserved past the end, if any was: truncating to the current
+    /// length frees the blocks beyond it. (A segment that took no appends truncates
+    /// nothing: a broker with many idle partitions shuts down without a truncate each.)
     fn release_reserved(&mut self) {
-        if !self.reserving {
+        let reserved = std::mem::take(&mut self.reserved);
+        if !std::mem::take(&mut self.reserving) || reserved == 0 {
             return;
         }
-        self.reserving = false;
-        self.reserved = 0;
         if let Err(e) = self.file.set_len(self.size) {
             tracing::warn!(segment = %self.log_path.display(), "giving back reserved space: {e}");
         }
@@ -433,6 +433,12 @@ impl Segment {
     /// Loads the indexes into memory (this segment is the active one).
     pub fn make_active(&mut self) -> io::Result<()> {
         self.reserving = true;
+        // Space a crash left reserved past the end is given back by the first release.
+        use std::os::unix::fs::MetadataExt;
+        let allocated = self.file.metadata()?.blocks() * 512;
+        if allocated > self.size.div_ceil(4096) * 4096 {
+            self.reserved = self.size.max(1);
+        }
         self.index.cache()?;
         self.time_index.cache()
     }

@@ -340,7 +340,7 @@ fn the_active_segment_reserves_space_ahead_and_gives_it_back() {
         allocated2 <= whole_blocks2,
         "after close: {allocated2} for {len2}"
     );
-    let mut log = open(dir.path(), cfg, true);
+    let mut log = open(dir.path(), cfg.clone(), true);
     let end = log.log_end_offset();
     append(&mut log, 10, 0);
     let (len2, allocated2, _) = usage(&seg(second));
@@ -349,4 +349,19 @@ fn the_active_segment_reserves_space_ahead_and_gives_it_back() {
         "reopened: {allocated2} for {len2}"
     );
     assert_eq!(read_offsets(&log, 0), (0..end + 10).collect::<Vec<_>>());
+    // A crash (no close) leaves the reservation; the next start gives it back when the
+    // segment is closed, even without an append.
+    std::mem::forget(log);
+    let log = open(dir.path(), cfg.clone(), true);
+    let (len2, allocated2, _) = usage(&seg(second));
+    assert!(
+        allocated2 >= len2 + 60 * 1024,
+        "after a crash: {allocated2} for {len2}"
+    );
+    drop(log);
+    let (len2, allocated2, whole_blocks2) = usage(&seg(second));
+    assert!(
+        allocated2 <= whole_blocks2,
+        "closed after a crash: {allocated2} for {len2}"
+    );
 }
