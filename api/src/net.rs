@@ -259,24 +259,6 @@ impl BrokerConnection {
         self.raw_request(req, version, true).await.map(|_| ())
     }
 
-    /// Queues `req` at `version` now, so requests leave in the order they are queued, and
-    /// returns the future of its decoded response.
-    pub fn start_at<R>(
-        &self,
-        req: &R,
-        version: i16,
-    ) -> Result<
-        impl std::future::Future<Output = Result<R::Response, ClientError>> + Send + 'static,
-        ClientError,
-    >
-    where
-        R: Request,
-        R::Response: Decodable + HeaderVersion + Send + 'static,
-    {
-        let rx = self.enqueue(req, version, false)?;
-        Ok(self.clone().response::<R::Response>(rx, version))
-    }
-
     /// The decoded response that `rx` will receive.
     async fn response<T: Decodable + HeaderVersion>(
         self,
@@ -289,12 +271,14 @@ impl BrokerConnection {
         T::decode(&mut body, version).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// [`Self::start_at`] for a request whose body `write_body` writes into [`Pieces`]
-    /// (`body_len` bytes), so large buffers go out from their own memory.
+    /// Queues `req` at `version` now, so requests leave in the order they are queued, and
+    /// returns the future of its decoded response. `write_body` writes `req`'s body into
+    /// [`Pieces`], so large buffers (a Produce request's batches) go out from their own
+    /// memory.
     pub fn start_pieces<R>(
         &self,
+        req: &R,
         version: i16,
-        body_len: usize,
         write_body: impl FnOnce(&mut Pieces) -> Result<(), ClientError>,
     ) -> Result<
         impl std::future::Future<Output = Result<R::Response, ClientError>> + Send + 'static,
@@ -304,6 +288,9 @@ impl BrokerConnection {
         R: Request,
         R::Response: Decodable + HeaderVersion + Send + 'static,
     {
+        let body_len = req
+            .compute_size(version)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let rx = self.enqueue_pieces::<R>(version, body_len, write_body)?;
         Ok(self.clone().response::<R::Response>(rx, version))
     }

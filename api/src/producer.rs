@@ -87,7 +87,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName, TransactionalId};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -1687,14 +1687,9 @@ async fn send_request(
     }
     // The batches go out from their own memory (a gathering write), not copied into the
     // request first.
-    let pending = req
-        .compute_size(version)
-        .map_err(|e| ClientError::Protocol(e.to_string()))
-        .and_then(|len| {
-            conn.start_pieces::<ProduceRequest>(version, len, |out| {
-                crate::produce_frame::produce_pieces(&req, version, out)
-            })
-        });
+    let pending = conn.start_pieces(&req, version, |out| {
+        crate::produce_frame::produce_pieces(&req, version, out)
+    });
     drop(req);
     let pending = match pending {
         Ok(p) => p,
@@ -1846,7 +1841,7 @@ mod init_tests {
         ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataResponse,
         ProducerId, RequestHeader, ResponseHeader,
     };
-    use kafka_protocol::protocol::Decodable;
+    use kafka_protocol::protocol::{Decodable, Encodable};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A broker that answers ApiVersions and Metadata, and InitProducerId with
