@@ -516,14 +516,21 @@ pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, size: usize) -> std::io:
     Ok(body.freeze())
 }
 
-/// Reads from `r` until `buf` holds `size` bytes.
+/// The most one read takes from a socket. A receive holds the socket's lock while it
+/// copies, so the sender's packets wait in the backlog and the window it is given only
+/// opens when the copy ends; a multi-megabyte fetch response read in one call left the
+/// broker's `sendfile` waiting on it. Reads of this size keep both sides moving (like
+/// iperf3's 128 KiB reads).
+const READ_CHUNK_BYTES: u64 = 256 * 1024;
+
+/// Reads from `r` until `buf` holds `size` bytes, at most [`READ_CHUNK_BYTES`] per read.
 async fn fill<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
     size: usize,
 ) -> std::io::Result<()> {
     while buf.len() < size {
-        let want = (size - buf.len()) as u64;
+        let want = ((size - buf.len()) as u64).min(READ_CHUNK_BYTES);
         if (&mut *r).take(want).read_buf(buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -598,6 +605,56 @@ mod tests {
         write_pieces(&mut w, &mut pieces).await.unwrap();
         assert!(pieces.is_empty());
         assert_eq!(reader.await.unwrap().unwrap(), expected);
+    }
+
+    /// A reader over bytes that records the most any one read asked for.
+    struct Recording<'a> {
+        data: &'a [u8],
+        largest_ask: usize,
+    }
+
+    impl tokio::io::AsyncRead for Recording<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.largest_ask = self.largest_ask.max(buf.remaining());
+            let n = buf.remaining().min(self.data.len());
+            buf.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn large_frames_arrive_whole_through_reads_of_bounded_size() {
+        // Frames past the read size, and past the reuse limit, in a pattern that shows any
+        // misplaced chunk.
+        let sizes = [3 * 1024 * 1024 + 17, 600_000, READ_CHUNK_BYTES as usize, 5];
+        let frames: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (0..*n).map(|k| (k % 251) as u8 ^ i as u8).collect())
+            .collect();
+        let wire = frames.concat();
+        let mut r = Recording {
+            data: &wire,
+            largest_ask: 0,
+        };
+        let mut spare = BytesMut::new();
+        for (i, want) in frames.iter().enumerate() {
+            let got = if i % 2 == 0 {
+                read_body(&mut r, want.len()).await.unwrap()
+            } else {
+                read_body_reusing(&mut r, want.len(), &mut spare)
+                    .await
+                    .unwrap()
+            };
+            assert!(got[..] == want[..], "frame {i} differs");
+        }
+        assert!(r.data.is_empty());
+        assert_eq!(r.largest_ask, READ_CHUNK_BYTES as usize);
     }
 
     #[tokio::test]
