@@ -797,8 +797,13 @@ impl Consumer {
                 self.start_fetches().await;
                 return Ok(out);
             }
-            // The next fetch leaves before the batches already here are decoded.
-            self.start_fetches().await;
+            // The next fetch leaves before the batches already here are decoded. A task
+            // spawned from a worker waits in that worker's next-task slot, which no other
+            // worker takes from, until this task yields: without the yield the request
+            // only went out once the whole response had been decoded and handed out.
+            if self.start_fetches().await && !self.undecoded.is_empty() {
+                tokio::task::yield_now().await;
+            }
             if let Some((_, e)) = self.failed.take() {
                 return Err(e);
             }
@@ -993,7 +998,8 @@ impl Consumer {
         }
     }
 
-    async fn start_fetches(&mut self) {
+    /// Starts a fetch from each leader without one in flight; whether any started.
+    async fn start_fetches(&mut self) -> bool {
         // Partitions to fetch, grouped by leader, skipping leaders with a fetch in flight.
         let mut by_leader: HashMap<i32, Vec<(TopicPartition, u64, i64)>> = HashMap::new();
         for tp in &self.order {
@@ -1017,12 +1023,14 @@ impl Consumer {
                 .or_default()
                 .push((tp.clone(), s.epoch, pos));
         }
+        let started = !by_leader.is_empty();
         for (leader, parts) in by_leader {
             let cluster = self.cluster.clone();
             let config = self.config.clone();
             self.in_flight
                 .insert(leader, tokio::spawn(fetch(cluster, config, leader, parts)));
         }
+        started
     }
 }
 
@@ -1151,4 +1159,94 @@ async fn fetch(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod fetch_ahead_tests {
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{ApiKey, FetchResponse};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    use super::*;
+    use crate::records::{BatchBuilder, Compression};
+    use crate::scripted_broker;
+
+    /// Answers a fetch from offset 0 with records 0 and 1 of t-0, and any later one with
+    /// nothing; counts the fetches and keeps the offset of the last.
+    fn answer_fetch(
+        req: scripted_broker::Request,
+        out: &mut BytesMut,
+        fetches: &AtomicUsize,
+        last_offset: &AtomicI64,
+    ) -> bool {
+        let Ok(fetch) = FetchRequest::decode(&mut req.body.clone(), req.version) else {
+            return false;
+        };
+        let offset = fetch.topics[0].partitions[0].fetch_offset;
+        last_offset.store(offset, Ordering::SeqCst);
+        fetches.fetch_add(1, Ordering::SeqCst);
+        let records = (offset == 0).then(|| {
+            let mut b = BatchBuilder::new();
+            b.append(1_000, None, Some(b"r0"), &[]);
+            b.append(1_001, None, Some(b"r1"), &[]);
+            b.build(Compression::None, -1, -1, -1)
+        });
+        FetchResponse::default()
+            .with_responses(vec![
+                FetchableTopicResponse::default()
+                    .with_topic(fetch.topics[0].topic.clone())
+                    .with_partitions(vec![
+                        PartitionData::default()
+                            .with_partition_index(0)
+                            .with_high_watermark(2)
+                            .with_records(Some(records.unwrap_or_default())),
+                    ]),
+            ])
+            .encode(out, req.version)
+            .is_ok()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_fetch_leaves_while_the_application_works_on_the_last_records() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let last_offset = Arc::new(AtomicI64::new(-1));
+        let (f, l) = (fetches.clone(), last_offset.clone());
+        let addr = scripted_broker::start(&[(ApiKey::Fetch, 12)], &[("t", 1)], move |req, out| {
+            req.api == ApiKey::Fetch && answer_fetch(req, out, &f, &l)
+        })
+        .await;
+        // As in `runnel perf consume`, the application runs as a task on a worker thread,
+        // where the fetch tasks the consumer spawns queue behind it.
+        tokio::spawn(async move {
+            let mut cfg = ConsumerConfig::new(&addr);
+            cfg.set("max.poll.records", "1").unwrap();
+            let mut c = Consumer::connect(cfg).await.unwrap();
+            let tp = TopicPartition::new("t", 0);
+            c.assign(vec![tp.clone()]).await.unwrap();
+            c.seek(&tp, 0).unwrap();
+            let got = c.poll(Duration::from_secs(5)).await.unwrap();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].offset, 0);
+            // The application works on its record without yielding to the runtime; the
+            // fetch for what follows the batch is out meanwhile.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while fetches.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(
+                fetches.load(Ordering::SeqCst),
+                2,
+                "the next fetch waited for the application"
+            );
+            assert_eq!(last_offset.load(Ordering::SeqCst), 2);
+            // Record 1 is still handed out, from the batch already fetched.
+            let got = c.poll(Duration::from_secs(5)).await.unwrap();
+            assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [1]);
+        })
+        .await
+        .unwrap();
+    }
 }

@@ -35,6 +35,8 @@ pub mod net;
 mod produce_frame;
 pub mod producer;
 pub mod records;
+#[cfg(test)]
+mod scripted_broker;
 pub mod serde;
 pub mod transactions;
 mod txn;

@@ -1835,94 +1835,32 @@ mod tests {
 #[cfg(test)]
 mod init_tests {
     use super::*;
-    use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
-    use kafka_protocol::messages::{
-        ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataResponse,
-        ProducerId, RequestHeader, ResponseHeader,
-    };
-    use kafka_protocol::protocol::{Decodable, Encodable};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use crate::scripted_broker;
+    use kafka_protocol::messages::{ApiKey, InitProducerIdResponse, ProducerId};
+    use kafka_protocol::protocol::Encodable;
 
-    /// A broker that answers ApiVersions and Metadata, and InitProducerId with
-    /// COORDINATOR_LOAD_IN_PROGRESS `loading` times before giving producer id 42: what
-    /// Apache Kafka does while it fetches its first block of producer ids. Counts the
-    /// InitProducerId requests.
+    /// A broker that answers InitProducerId with COORDINATOR_LOAD_IN_PROGRESS `loading`
+    /// times before giving producer id 42: what Apache Kafka does while it fetches its
+    /// first block of producer ids. Counts the InitProducerId requests.
     async fn loading_broker(loading: usize) -> (String, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let inits = Arc::new(AtomicUsize::new(0));
         let counted = inits.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let counted = counted.clone();
-                tokio::spawn(async move {
-                    while let Ok(len) = s.read_i32().await {
-                        let mut body = vec![0u8; len.max(0) as usize];
-                        if s.read_exact(&mut body).await.is_err() || body.len() < 4 {
-                            return;
-                        }
-                        let key = i16::from_be_bytes([body[0], body[1]]);
-                        let version = i16::from_be_bytes([body[2], body[3]]);
-                        let Ok(api) = ApiKey::try_from(key) else {
-                            return;
-                        };
-                        let mut req = Bytes::from(body);
-                        let header =
-                            RequestHeader::decode(&mut req, api.request_header_version(version))
-                                .unwrap();
-                        let mut out = BytesMut::new();
-                        ResponseHeader::default()
-                            .with_correlation_id(header.correlation_id)
-                            .encode(&mut out, api.response_header_version(version))
-                            .unwrap();
-                        let range = |k: ApiKey, max: i16| {
-                            ApiVersion::default()
-                                .with_api_key(k as i16)
-                                .with_min_version(0)
-                                .with_max_version(max)
-                        };
-                        let encoded = match api {
-                            ApiKey::ApiVersions => ApiVersionsResponse::default()
-                                .with_api_keys(vec![
-                                    range(ApiKey::ApiVersions, 3),
-                                    range(ApiKey::Metadata, 12),
-                                    range(ApiKey::InitProducerId, 5),
-                                ])
-                                .encode(&mut out, version),
-                            ApiKey::Metadata => MetadataResponse::default()
-                                .with_brokers(vec![
-                                    MetadataResponseBroker::default()
-                                        .with_node_id(BrokerId(1))
-                                        .with_host(StrBytes::from_static_str("127.0.0.1"))
-                                        .with_port(port as i32),
-                                ])
-                                .with_controller_id(BrokerId(1))
-                                .encode(&mut out, version),
-                            ApiKey::InitProducerId => {
-                                let n = counted.fetch_add(1, Ordering::SeqCst);
-                                let resp = if n < loading {
-                                    InitProducerIdResponse::default().with_error_code(14)
-                                } else {
-                                    InitProducerIdResponse::default()
-                                        .with_producer_id(ProducerId(42))
-                                        .with_producer_epoch(3)
-                                };
-                                resp.encode(&mut out, version)
-                            }
-                            _ => return,
-                        };
-                        encoded.unwrap();
-                        if s.write_i32(out.len() as i32).await.is_err()
-                            || s.write_all(&out).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
+        let addr = scripted_broker::start(&[(ApiKey::InitProducerId, 5)], &[], move |req, out| {
+            if req.api != ApiKey::InitProducerId {
+                return false;
             }
-        });
-        (format!("127.0.0.1:{port}"), inits)
+            let resp = if counted.fetch_add(1, Ordering::SeqCst) < loading {
+                InitProducerIdResponse::default().with_error_code(14)
+            } else {
+                InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(42))
+                    .with_producer_epoch(3)
+            };
+            resp.encode(out, req.version).unwrap();
+            true
+        })
+        .await;
+        (addr, inits)
     }
 
     #[tokio::test]
