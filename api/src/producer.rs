@@ -79,7 +79,7 @@ use std::collections::{HashMap, VecDeque};
 use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -412,6 +412,8 @@ enum Enqueued {
     Done(Result<(), ClientError>),
     /// It has to wait (for metadata or `buffer.memory`): the slow path takes it.
     Wait(ProducerRecord, Outcome),
+    /// Queued, and the sender woken.
+    Woke,
 }
 
 /// A record's notification and its timestamp.
@@ -574,6 +576,10 @@ struct Inner {
     txn_open: AtomicBool,
     /// The first failed send inside the open transaction: it can only be aborted now.
     txn_error: Mutex<Option<ClientError>>,
+    /// When the producer started, and when a send last yielded to the sender (µs after
+    /// `started`; `u64::MAX`: never).
+    started: Instant,
+    sender_turn_at: AtomicU64,
 }
 
 /// An async Kafka producer. Cheap to clone.
@@ -610,6 +616,8 @@ impl Producer {
             txn: tokio::sync::Mutex::new(TxnState::default()),
             txn_open: AtomicBool::new(false),
             txn_error: Mutex::new(None),
+            started: Instant::now(),
+            sender_turn_at: AtomicU64::new(u64::MAX),
         });
         tokio::spawn(sender_loop(inner.clone()));
         Ok(Self { inner })
@@ -646,6 +654,10 @@ impl Producer {
     async fn enqueue(&self, record: ProducerRecord, notify: Outcome) -> Result<(), ClientError> {
         match self.try_enqueue(record, notify) {
             Enqueued::Done(r) => r,
+            Enqueued::Woke => {
+                self.give_the_sender_a_turn().await;
+                Ok(())
+            }
             // Boxed: the slow path's awaits (metadata, buffer.memory with a timeout) make a
             // large future, which every send would otherwise build and move.
             Enqueued::Wait(record, notify) => Box::pin(self.enqueue_slow(record, notify)).await,
@@ -694,11 +706,31 @@ impl Producer {
             };
             self.append(&mut acc, record, notify, count, permit, permits)
         };
-        Enqueued::Done(wake.map(|wake| {
-            if wake {
+        match wake {
+            Ok(true) => {
                 self.inner.wake.notify_one();
+                Enqueued::Woke
             }
-        }))
+            Ok(false) => Enqueued::Done(Ok(())),
+            Err(e) => Enqueued::Done(Err(e)),
+        }
+    }
+
+    /// Lets the sender run after a send woke it, at most once per `linger.ms` (1 ms at
+    /// least). The sender is woken from the application's task, and tokio keeps a task
+    /// woken that way in the worker's next-task slot, which no other worker takes from,
+    /// until the waking task yields. An application that sends in a loop with nothing else
+    /// to wait for would hold its batches until `buffer.memory` filled, long past
+    /// `linger.ms`. Yielding on every wake instead sent each batch alone as it filled,
+    /// which cost 15-55% of the throughput at 100 B records.
+    async fn give_the_sender_a_turn(&self) {
+        let gap = self.inner.config.linger.max(Duration::from_millis(1));
+        let now = self.inner.started.elapsed().as_micros() as u64;
+        let last = self.inner.sender_turn_at.load(Ordering::Relaxed);
+        if last == u64::MAX || now.saturating_sub(last) >= gap.as_micros() as u64 {
+            self.inner.sender_turn_at.store(now, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+        }
     }
 
     /// [`Producer::try_enqueue`] for a record that has to wait: for its topic's partition
@@ -755,6 +787,7 @@ impl Producer {
         };
         if wake {
             self.inner.wake.notify_one();
+            self.give_the_sender_a_turn().await;
         }
         Ok(())
     }
@@ -1885,5 +1918,81 @@ mod init_tests {
             "{err:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod sender_turn_tests {
+    use super::*;
+    use crate::scripted_broker;
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    /// Answers Produce requests with success, counting them.
+    async fn counting_broker() -> (String, Arc<AtomicUsize>) {
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counted = produced.clone();
+        let apis = [(ApiKey::Produce, 9)];
+        let addr = scripted_broker::start(&apis, &[("t", 1)], move |req, out| {
+            let Ok(p) = ProduceRequest::decode(&mut req.body.clone(), req.version) else {
+                return false;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let topics = p.topic_data.iter().map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|d| PartitionProduceResponse::default().with_index(d.index))
+                            .collect(),
+                    )
+            });
+            ProduceResponse::default()
+                .with_responses(topics.collect())
+                .encode(out, req.version)
+                .is_ok()
+        })
+        .await;
+        (addr, produced)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_leave_while_the_application_keeps_sending() {
+        let (addr, produced) = counting_broker().await;
+        // As in a perf-test loop, the application runs as a task on a worker thread and
+        // sends with nothing else to wait for. buffer.memory holds ~128k such records:
+        // without a turn for the sender, the first batch left only once it was full. With
+        // one, it leaves after linger.ms, ~2k records in.
+        tokio::spawn(async move {
+            let mut cfg = ProducerConfig::new(&addr);
+            for (k, v) in [
+                ("acks", "1"),
+                ("enable.idempotence", "false"),
+                ("linger.ms", "5"),
+                ("batch.size", "16384"),
+                ("buffer.memory", "16777216"),
+            ] {
+                cfg.set(k, v).unwrap();
+            }
+            let producer = Producer::connect(cfg).await.unwrap();
+            let value = Bytes::from(vec![b'v'; 100]);
+            let mut sent = 0;
+            while produced.load(Ordering::SeqCst) == 0 && sent < 1_000_000 {
+                let record = ProducerRecord::new("t").value(value.clone());
+                producer.send(record).await.unwrap();
+                sent += 1;
+            }
+            assert!(
+                sent < 64_000,
+                "the first batch reached the broker only after {sent} records were queued"
+            );
+            producer.flush().await.unwrap();
+        })
+        .await
+        .unwrap();
     }
 }
