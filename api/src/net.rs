@@ -516,11 +516,11 @@ pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, size: usize) -> std::io:
     Ok(body.freeze())
 }
 
-/// The most one read takes from a socket. A receive holds the socket's lock while it
-/// copies, so the sender's packets wait in the backlog and the window it is given only
-/// opens when the copy ends; a multi-megabyte fetch response read in one call left the
-/// broker's `sendfile` waiting on it. Reads of this size keep both sides moving (like
-/// iperf3's 128 KiB reads).
+/// The most one read takes from a socket. A receive copies under the socket's lock:
+/// meanwhile the sender's packets queue in the socket's backlog, and the window update
+/// that lets the sender go on leaves when the call returns. A fetch response of several
+/// MiB read in one call kept the broker's `sendfile` waiting on it; reads of this size
+/// keep both sides moving (iperf3 reads 128 KiB).
 const READ_CHUNK_BYTES: u64 = 256 * 1024;
 
 /// Reads from `r` until `buf` holds `size` bytes, at most [`READ_CHUNK_BYTES`] per read.
