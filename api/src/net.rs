@@ -171,22 +171,33 @@ impl BrokerConnection {
             .with_client_software_name(StrBytes::from_static_str("runnel-api"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let mut version = 3;
-        for _ in 0..2 {
+        for _ in 0..3 {
             let mut body = self.raw_request(&req, version, false).await?;
             body.advance(4); // ApiVersions responses always use header v0
-            // The KIP-511 answer to a too-new request is v0-encoded.
-            let resp = match ApiVersionsResponse::decode(&mut body.clone(), version) {
+            // KIP-511: a broker answers a too-new request with UNSUPPORTED_VERSION, encoded
+            // at v0, listing the ApiVersions versions it has. Not every broker encodes that
+            // answer at v0 (librdkafka's mock cluster answers a v3 request partly in v3), so
+            // as in the Java client: whichever reading gives the error, then a retry at the
+            // highest version it names, or at v0 when it names none.
+            let asked = ApiVersionsResponse::decode(&mut body.clone(), version);
+            let resp = match asked {
                 Ok(r) if r.error_code == 0 => r,
-                _ => ApiVersionsResponse::decode(&mut body, 0)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?,
+                asked => match (ApiVersionsResponse::decode(&mut body, 0), asked) {
+                    (Ok(r), _) if r.error_code != 0 || !r.api_keys.is_empty() => r,
+                    (_, Ok(r)) => r,
+                    (Err(e), Err(_)) | (Ok(_), Err(e)) => {
+                        return Err(ClientError::Protocol(format!(
+                            "cannot read the ApiVersions answer: {e}"
+                        )));
+                    }
+                },
             };
-            if resp.error_code == 35
-                && let Some(av) = resp
+            if resp.error_code == 35 && version > 0 {
+                version = resp
                     .api_keys
                     .iter()
                     .find(|a| a.api_key == ApiKey::ApiVersions as i16)
-            {
-                version = av.max_version.min(3);
+                    .map_or(0, |av| av.max_version.clamp(0, version - 1));
                 continue;
             }
             if resp.error_code != 0 {
@@ -696,5 +707,66 @@ mod tests {
         // A frame cut short is an error.
         let mut short = &[1u8, 2, 3][..];
         assert!(read_body_reusing(&mut short, 4, &mut spare).await.is_err());
+    }
+
+    /// A broker that answers ApiVersions v3 as librdkafka's mock cluster does (error 35,
+    /// the body neither a v0 nor a v3 encoding of one entry) and v0..=2 properly; it
+    /// records the versions asked for.
+    async fn broker_with_apiversions_up_to_v2() -> (String, Arc<Mutex<Vec<i16>>>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            while let Ok(len) = s.read_i32().await {
+                let mut req = vec![0u8; len as usize];
+                s.read_exact(&mut req).await.unwrap();
+                let version = i16::from_be_bytes([req[2], req[3]]);
+                seen.lock().unwrap().push(version);
+                let mut out = BytesMut::new();
+                out.put_slice(&req[4..8]); // correlation id
+                if version > 2 {
+                    // Captured from the mock cluster (librdkafka 2.x).
+                    out.put_slice(&[0, 35, 1, 0, 18, 0, 0, 0, 2, 0, 0, 0, 0]);
+                } else {
+                    let keys = [(ApiKey::ApiVersions, 0, 2), (ApiKey::Fetch, 0, 11)]
+                        .into_iter()
+                        .map(|(k, lo, hi)| {
+                            kafka_protocol::messages::api_versions_response::ApiVersion::default()
+                                .with_api_key(k as i16)
+                                .with_min_version(lo)
+                                .with_max_version(hi)
+                        })
+                        .collect();
+                    ApiVersionsResponse::default()
+                        .with_api_keys(keys)
+                        .encode(&mut out, version)
+                        .unwrap();
+                }
+                let mut framed = (out.len() as i32).to_be_bytes().to_vec();
+                framed.extend_from_slice(&out);
+                s.write_all(&framed).await.unwrap();
+            }
+        });
+        (addr, asked)
+    }
+
+    #[tokio::test]
+    async fn a_version_refused_in_an_answer_that_names_no_version_falls_back_to_v0() {
+        let (addr, asked) = broker_with_apiversions_up_to_v2().await;
+        let conn = BrokerConnection::connect(&addr, "t", Duration::from_secs(5))
+            .await
+            .expect("connects once it falls back");
+        assert_eq!(*asked.lock().unwrap(), vec![3, 0]);
+        assert_eq!(
+            conn.version_for::<kafka_protocol::messages::FetchRequest>(),
+            Some(11)
+        );
+        assert_eq!(
+            conn.version_for::<kafka_protocol::messages::ProduceRequest>(),
+            None
+        );
     }
 }
