@@ -672,3 +672,59 @@ def test_cli_perf_produce_and_consume(broker):
     assert int(nmsg) == n, describe_run(cp)
     assert mb == f"{n * size / 1048576:.4f}", describe_run(cp)
     assert "WARNING" not in cp.stderr, describe_run(cp)
+
+
+# ----------------------------------------------------------------------------- librdkafka's mock cluster
+
+MOCK_CLUSTER = HERE.parent.parent / "bench" / "clients.py"
+
+
+@pytest.fixture
+def mock_cluster():
+    """librdkafka's in-memory mock cluster (rd_kafka_mock_cluster_new, through the library in
+    confluent-kafka's wheel): a Kafka-protocol peer that is not ours and not Kafka. It answers
+    an ApiVersions v3 request with UNSUPPORTED_VERSION in a body that reads neither as v0 nor
+    as v3; the Java client falls back to v0 there, and so must ours."""
+    ck()
+    proc = subprocess.Popen([sys.executable, str(MOCK_CLUSTER), "mock-cluster"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("BOOTSTRAP "), f"mock cluster did not start: {line!r}"
+        yield proc, line.split()[1]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_cli_against_librdkafka_mock_cluster(mock_cluster):
+    proc, bootstrap = mock_cluster
+    topic = unique_topic("mock")
+    proc.stdin.write(f"create {topic} 3\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "ok"
+    lines = [f"k{i % 5}:value {i}" for i in range(300)]
+    run_ok([runnel_bin(), "--bootstrap-server", bootstrap, "produce", "--topic", topic, "--key-separator", ":"],
+           input="\n".join(lines) + "\n")
+    cp = run_ok([runnel_bin(), "--bootstrap-server", bootstrap, "consume", "--topic", topic, "--from-beginning",
+                 "--max-messages", str(len(lines)), "--timeout-ms", "20000", "--print-key",
+                 "--key-separator", ":"])
+    assert sorted(cp.stdout.splitlines()) == sorted(lines), describe_run(cp)
+    # Keyed records land where Kafka's partitioner puts them: each key's values in order.
+    k = ck()
+    c = k.Consumer({"bootstrap.servers": bootstrap, "group.id": "runnel-mock", "enable.auto.commit": False})
+    got: dict[int, list[tuple[str, str]]] = {}
+    try:
+        c.assign([k.TopicPartition(topic, p, k.OFFSET_BEGINNING) for p in range(3)])
+        deadline = time.monotonic() + TIMEOUT
+        while sum(map(len, got.values())) < len(lines) and time.monotonic() < deadline:
+            for m in c.consume(num_messages=1000, timeout=0.5):
+                assert not m.error(), m.error()
+                got.setdefault(m.partition(), []).append((m.key().decode(), m.value().decode()))
+    finally:
+        c.close()
+    for key in {ln.split(":")[0] for ln in lines}:
+        where = [p for p, recs in got.items() if any(kk == key for kk, _ in recs)]
+        assert where == [key_partition(key.encode(), 3)], (key, where)
+        values = [v for kk, v in got[where[0]] if kk == key]
+        assert values == [ln.split(":", 1)[1] for ln in lines if ln.startswith(key + ":")], key
