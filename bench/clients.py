@@ -27,6 +27,15 @@ run as its own process, so the orchestrator never shares a GIL with a measured c
         partitions' logs after each appended batch): one JSON line {"mb_per_sec",
         "fsyncs_per_sec"}.
 
+    clients.py fetch-loop --bootstrap B --topic T --partitions P --num-records N
+                          [--record-size 1024] [--timeout 300]
+        The least a consumer can do: Fetch v4 requests for every partition of a single-node
+        broker from offset 0, one in flight, answers read 256 KiB per receive into one reused
+        buffer, and only the batch headers read (offsets and record counts; no CRC check,
+        no records decoded), until N records have arrived: one JSON line {"records",
+        "seconds", "fetches", "mb_per_sec"} with MB/s of record values (N x --record-size).
+        What a broker can serve when its client costs almost nothing.
+
     clients.py mock-cluster
         librdkafka's in-memory mock cluster (1 broker) in this process, standing in for a
         broker: prints "BOOTSTRAP host:port", then serves commands from stdin
@@ -295,6 +304,74 @@ def _librdkafka():
     return lib
 
 
+def cmd_fetch_loop(a) -> None:
+    import socket
+
+    host, port = a.bootstrap.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(64 << 20)
+    view = memoryview(buf)
+
+    def read_exact(n: int) -> None:
+        got = 0
+        while got < n:
+            k = s.recv_into(view[got:n], min(n - got, 256 * 1024))
+            if k == 0:
+                raise EOFError("broker closed the connection")
+            got += k
+
+    topic = a.topic.encode()
+    offsets = [0] * a.partitions
+    records = fetches = 0
+    start = time.perf_counter()
+    deadline = time.monotonic() + a.timeout
+    while records < a.num_records and time.monotonic() < deadline:
+        fetches += 1
+        # Fetch v4, request header v1: replica -1, max wait 500 ms, min bytes 1, max bytes
+        # 50 MiB, read_uncommitted, 1 MiB per partition (the Java consumer's defaults).
+        req = struct.pack(">hhih", 1, 4, fetches, 5) + b"bench" + struct.pack(
+            ">iiiibih", -1, 500, 1, 52428800, 0, 1, len(topic)) + topic + struct.pack(">i", a.partitions)
+        for p in range(a.partitions):
+            req += struct.pack(">iqi", p, offsets[p], 1048576)
+        s.sendall(struct.pack(">i", len(req)) + req)
+        read_exact(4)
+        n = struct.unpack_from(">i", buf)[0]
+        if n > len(buf):
+            raise ValueError(f"answer of {n} bytes")
+        read_exact(n)
+        pos = 8  # correlation id, throttle time
+        for _ in range(struct.unpack_from(">i", buf, pos)[0]):
+            pos += 4
+            pos += 2 + struct.unpack_from(">h", buf, pos)[0]
+            parts = struct.unpack_from(">i", buf, pos)[0]
+            pos += 4
+            for _ in range(parts):
+                p, err = struct.unpack_from(">ih", buf, pos)
+                if err:
+                    raise ValueError(f"partition {p}: error {err}")
+                pos += 22  # partition, error, high watermark, last stable offset
+                aborted = struct.unpack_from(">i", buf, pos)[0]
+                pos += 4 + max(aborted, 0) * 16
+                size = struct.unpack_from(">i", buf, pos)[0]
+                pos += 4
+                end, q = pos + max(size, 0), pos
+                while q + 61 <= end:
+                    base, length = struct.unpack_from(">qi", buf, q)
+                    if q + 12 + length > end:
+                        break  # cut by the size limit: fetched again from its start
+                    last_delta = struct.unpack_from(">i", buf, q + 23)[0]
+                    records += struct.unpack_from(">i", buf, q + 57)[0]
+                    offsets[p] = base + last_delta + 1
+                    q += 12 + length
+                pos = end
+    secs = time.perf_counter() - start
+    s.close()
+    print(json.dumps({"records": records, "seconds": secs, "fetches": fetches,
+                      "mb_per_sec": records * a.record_size / 1e6 / secs}), flush=True)
+    sys.exit(0 if records >= a.num_records else 1)
+
+
 def cmd_mock_cluster(_a) -> None:
     lib = _librdkafka()
     errstr = ctypes.create_string_buffer(512)
@@ -377,10 +454,18 @@ def main() -> None:
     p.add_argument("--writers", type=int, default=6)
     p.add_argument("--size", type=int, default=65536)
     p.add_argument("--seconds", type=float, default=3.0)
+    p = sub.add_parser("fetch-loop")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--partitions", type=int, required=True)
+    p.add_argument("--num-records", type=int, required=True)
+    p.add_argument("--record-size", type=int, default=1024)
+    p.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     sub.add_parser("mock-cluster")
     a = ap.parse_args()
     {"produce": cmd_produce, "consume": cmd_consume, "latency": cmd_latency,
-     "fsync-writers": cmd_fsync_writers, "mock-cluster": cmd_mock_cluster}[a.cmd](a)
+     "fsync-writers": cmd_fsync_writers, "fetch-loop": cmd_fetch_loop,
+     "mock-cluster": cmd_mock_cluster}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -493,6 +493,8 @@ def row_specs(cfg) -> list:
     add("3.total", 3, "3. consume scenario 2's 1 KiB records, Kafka ConsumerPerformance", "MB/s (incl. group join)", "f1")
     add("3r.mbs", 3, "3r. consume scenario 2's 1 KiB records, runnel perf consume", "MB/s", "f1")
     add("3m.mbs", 3, "3m. consume scenario 2's 1 KiB records, confluent-kafka (Python)", "MB/s", "f1")
+    add("3p.mbs", 3, "3p. consume scenario 2's 1 KiB records, a minimal Fetch loop (Python, batch headers only)",
+        "MB/s", "f1")
     for r, client, _, _, linger in LATENCY_VARIANTS:
         lat = f"{r}. end-to-end latency, 1 KiB at {cfg['lat_rate']:g} MB/s, {client}, linger.ms={linger}"
         add(f"{r}.p50", 4, lat, "p50 ms", "f2")
@@ -748,6 +750,23 @@ class Suite:
                 log(f"  {LABEL[kind]} 3m: {v:,.1f} MB/s, broker CPU {m['cpu_per_gib']:.2f} s/GiB, "
                     f"client CPU {m['client_cpu_s']:.2f} s")
             self.step(b, kind, run, ["3m.mbs"], consume_m)
+
+            def consume_p():
+                # Not a client users run: what the broker serves when its client costs almost
+                # nothing (no CRC, no records decoded), beside the real clients above.
+                if s2_topic is None:
+                    raise StepError("scenario 2's produce failed: nothing to consume")
+                cmd = [sys.executable, CLIENTS, "fetch-loop", "--bootstrap", b.bootstrap, "--topic", s2_topic,
+                       "--partitions", 6, "--num-records", n1k, "--record-size", 1024]
+                out, m = self.measured(b, cmd, "3p", n1k * 1024, logdir)
+                d = json.loads(out.strip().splitlines()[-1])
+                if d.get("records", 0) < n1k:
+                    raise StepError(f"fetched {d.get('records')} of {n1k} records")
+                v = d["mb_per_sec"]
+                self.res.ok("3p.mbs", kind, run, v, m["cpu_per_gib"], **m, raw=d)
+                log(f"  {LABEL[kind]} 3p: {v:,.1f} MB/s in {d['fetches']} fetches, "
+                    f"broker CPU {m['cpu_per_gib']:.2f} s/GiB, client CPU {m['client_cpu_s']:.2f} s")
+            self.step(b, kind, run, ["3p.mbs"], consume_p)
 
         if self.sel(4):
             self.latency_rows(b, kind, run, logdir)
@@ -1117,7 +1136,8 @@ class Suite:
                (2, "2m.rps", "scenario 2m, confluent-kafka", "mock"),
                (3, "3.fetch", "scenario 3, Kafka ConsumerPerformance (fetch)", "loop"),
                (3, "3r.mbs", "scenario 3r, runnel perf consume", "loop"),
-               (3, "3m.mbs", "scenario 3m, confluent-kafka", "loop")]
+               (3, "3m.mbs", "scenario 3m, confluent-kafka", "loop"),
+               (3, "3p.mbs", "scenario 3p, a minimal Fetch loop (not a client users run)", "loop")]
         for s, rid, what, bound in thr:
             if not self.sel(s):
                 continue
@@ -1141,6 +1161,11 @@ class Suite:
                 if bound == "loop" and loop_mb:
                     why.append(f"2× Kafka would be {2 * k:,.0f} MB/s; the loopback carries "
                                f"{loop_mb:,.0f} MB/s (iperf3, one stream)")
+                pr, pk = med("3p.mbs", "runnel"), med("3p.mbs", "kafka")
+                if rid == "3r.mbs" and pr and pk and pr > 1.2 * r:
+                    of_loop = f" ({pr / loop_mb:.0%} of the loopback's)" if loop_mb else ""
+                    why.append(f"a minimal Fetch loop (row 3p) read {pr:,.0f} MB/s from Runnel{of_loop} and "
+                               f"{pk:,.0f} from Kafka, so with Runnel this client is the bound")
                 text += " — " + "; ".join(why) if why else ""
             put(r / k >= 2, text)
         for s, rid, size in MOCK_PRODUCE_ROWS:
