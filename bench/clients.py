@@ -305,6 +305,10 @@ def _librdkafka():
 
 
 def cmd_fetch_loop(a) -> None:
+    # Its own few lines of the wire format rather than tests/interop/kafka_wire.py, whose
+    # Fetch is one partition and whose frames are built by concatenation: here the answer
+    # goes into one reused buffer and only batch headers are read, so the client costs
+    # next to nothing.
     import socket
 
     host, port = a.bootstrap.rsplit(":", 1)
