@@ -145,6 +145,31 @@ def proc_rss_kib(pid: int) -> int:
     raise StepError("no VmRSS")
 
 
+SAMPLE_S = 0.05  # how often `Suite.measured` samples the client's and the broker's CPU
+
+
+def busiest_window(samples: list, work_s: float, cpus: int) -> tuple:
+    """From (seconds, client CPU s, broker CPU s) samples, the client's and the broker's
+    shares of `cpus` CPUs over the span of at least `work_s` seconds in which the client
+    used the most CPU; (None, None) without two samples that far apart."""
+    best = (None, None)
+    j = 0
+    for i, (ti, ci, bi) in enumerate(samples):
+        j = max(j, i + 1)
+        while j < len(samples) and samples[j][0] - ti < work_s:
+            j += 1
+        if j == len(samples):
+            if i == 0 and len(samples) > 1:  # shorter than work_s: the whole run
+                j = len(samples) - 1
+            else:
+                break
+        tj, cj, bj = samples[j]
+        span = (tj - ti) * cpus
+        if span > 0 and (best[0] is None or (cj - ci) / span > best[0]):
+            best = ((cj - ci) / span, (bj - bi) / span)
+    return best
+
+
 def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -371,13 +396,16 @@ class RssSampler:
 # running client tools
 
 
-def run_client(cmd: list, timeout: float, logdir: Path, name: str) -> str:
-    """Run a client to completion; its stdout, or StepError with a reason."""
+def run_client(cmd: list, timeout: float, logdir: Path, name: str, on_start=None) -> str:
+    """Run a client to completion; its stdout, or StepError with a reason. `on_start` is
+    called with the client's pid once it is started."""
     out_p, err_p = logdir / f"{name}.out", logdir / f"{name}.err"
     with open(out_p, "wb") as out, open(err_p, "wb") as err:
         p = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
                              stderr=err, start_new_session=True)
         _CHILDREN.add(p)
+        if on_start is not None:
+            on_start(p.pid)
         try:
             rc = p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -457,6 +485,7 @@ class Results:
 
     def ok(self, row, kind, run, value, cpu=None, **extra):
         extra.pop("cpu_per_gib", None)
+        extra.pop("_samples", None)  # raw CPU samples stay out of the stored results
         self.entries.append({"row": row, "kind": kind, "run": run, "value": value,
                              "cpu_s_per_gib": cpu, "error": None, **extra})
 
@@ -565,14 +594,46 @@ class Suite:
 
     # one measured client run: CPU of the broker and of the client(s) around it
     def measured(self, b: Broker, cmd: list, name: str, nbytes: int, logdir: Path):
+        """Runs a client; the CPU the broker and the client used, and (under "_samples",
+        for `busiest`) both sampled every SAMPLE_S while it ran."""
         os.sync()  # the previous step's dirty pages should not be written back during this one
         c0, k0, t = b.cpu(), children_cpu(), time.monotonic()
-        out = run_client(cmd, self.cfg["step_timeout"], logdir, name)
+        samples = [(0.0, 0.0, 0.0)]  # (s since start, client CPU s, broker CPU s)
+        stop, threads = threading.Event(), []
+
+        def sample(pid):
+            def loop():
+                while not stop.wait(SAMPLE_S):
+                    try:
+                        at, client, broker = time.monotonic() - t, proc_cpu_seconds(pid), b.cpu() - c0
+                    except (OSError, ValueError, IndexError, BrokerDied):
+                        return  # the client (or broker) is gone: the last sample is taken below
+                    if client >= samples[-1][1]:  # an exiting client's counts can drop
+                        samples.append((at, client, broker))
+            threads.append(threading.Thread(target=loop, daemon=True))
+            threads[-1].start()
+        try:
+            out = run_client(cmd, self.cfg["step_timeout"], logdir, name, on_start=sample)
+        finally:
+            stop.set()
+            for th in threads:
+                th.join()
         wall = time.monotonic() - t
         c1, k1 = b.cpu(), children_cpu()
         cpu = c1 - c0
+        samples.append((wall, k1 - k0, cpu))
         return out, {"broker_cpu_s": round(cpu, 2), "client_cpu_s": round(k1 - k0, 2), "wall_s": round(wall, 2),
-                     "bytes": nbytes, "cpu_per_gib": cpu / (nbytes / GIB) if nbytes else None}
+                     "bytes": nbytes, "cpu_per_gib": cpu / (nbytes / GIB) if nbytes else None,
+                     "_samples": samples}
+
+    def busiest(self, m: dict, work_s: float) -> dict:
+        """`m` from `measured`, with the client's and the broker's shares of the CPUs over the
+        `work_s` seconds the client itself timed (its own figure's span) in place of the
+        samples: the whole run's shares include start-up and group joins."""
+        client, broker = busiest_window(m.pop("_samples"), work_s, self.cpus or 1)
+        if client is not None:
+            m.update(client_busy=round(client, 3), broker_busy=round(broker, 3), work_s=round(work_s, 3))
+        return m
 
     def pp(self, b, topic, n, size, props=PRODUCER_PROPS):
         return [*JAVA_TOOL, "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
@@ -627,6 +688,7 @@ class Suite:
                 out, m = self.measured(b, cmd, prefix, n * size, logdir)
                 extra = parse_perf_produce(out, n)
                 rps = extra.pop("records_per_sec")
+            m = self.busiest(m, n / rps if rps else 0.0)
             if kind != "mock":
                 extra["stored"] = self.check_stored(b, kind, topic, n)
             self.res.ok(f"{prefix}.rps", kind, run, rps, m["cpu_per_gib"], **m, **extra)
@@ -718,6 +780,7 @@ class Suite:
                 d = parse_perf_consume(out, n1k)
                 mib = 1.048576  # the tools print MiB
                 fetch, total = float(d["fetch.MB.sec"]) * mib, float(d["MB.sec"]) * mib
+                m = self.busiest(m, float(d["fetch.time.ms"]) / 1000)
                 self.res.ok("3.fetch", kind, run, fetch, m["cpu_per_gib"], **m, raw=d)
                 self.res.ok("3.total", kind, run, total, m["cpu_per_gib"], **m)
                 log(f"  {LABEL[kind]} 3: {fetch:,.1f} MB/s fetch, {total:,.1f} MB/s incl. group join "
@@ -732,6 +795,7 @@ class Suite:
                 out, m = self.measured(b, cmd, "3r", n1k * 1024, logdir)
                 d = parse_perf_consume(out, n1k)
                 v = float(d["MB.sec"]) * 1.048576
+                m = self.busiest(m, n1k * 1024 / (v * 1e6) if v else 0.0)
                 self.res.ok("3r.mbs", kind, run, v, m["cpu_per_gib"], **m, raw=d)
                 log(f"  {LABEL[kind]} 3r: {v:,.1f} MB/s, broker CPU {m['cpu_per_gib']:.2f} s/GiB")
             self.step(b, kind, run, ["3r.mbs"], consume_r)
@@ -748,6 +812,7 @@ class Suite:
                 if d.get("records") != n1k:  # fewer, or the same records more than once
                     raise StepError(f"read {d.get('records')} of {n1k} records")
                 v = d["mb_per_sec"]
+                m = self.busiest(m, n1k * 1024 / (v * 1e6) if v else 0.0)
                 self.res.ok(f"{row}.mbs", kind, run, v, m["cpu_per_gib"], **m, raw=d)
                 log(f"  {LABEL[kind]} {row}: {v:,.1f} MB/s, broker CPU {m['cpu_per_gib']:.2f} s/GiB, "
                     f"client CPU {m['client_cpu_s']:.2f} s")
@@ -934,11 +999,14 @@ class Suite:
             log(f"machine limits: dd {cfg['dd_mib']} MiB {desc}")
             try:
                 os.sync()
-                t = time.monotonic()
+                t, k0 = time.monotonic(), children_cpu()
                 run_client(["dd", "if=/dev/zero", f"of={f}", "bs=1M", f"count={cfg['dd_mib']}", *extra],
                            cfg["step_timeout"], self.tmp, "dd")
                 secs = time.monotonic() - t
                 lim[key] = cfg["dd_mib"] * (1 << 20) / 1e6 / secs
+                # dd's CPU per GiB (reading /dev/zero included): what writing into the page
+                # cache costs a process on this machine, beside the brokers' CPU per GiB.
+                lim[key.replace("mb_per_sec", "cpu_s_per_gib")] = (children_cpu() - k0) / (cfg["dd_mib"] / 1024)
                 log(f"  {lim[key]:,.0f} MB/s")
             except Exception as e:  # noqa: BLE001
                 lim[key.replace("mb_per_sec", "error")] = str(e)
@@ -1041,8 +1109,10 @@ class Suite:
             for key, desc in (("dd_fdatasync", f"dd {cfg['dd_mib']} MiB bs=1M conv=fdatasync"),
                               ("dd_buffered", f"dd {cfg['dd_mib']} MiB bs=1M, buffered (page cache)")):
                 v = lim.get(key + "_mb_per_sec")
+                c = lim.get(key + "_cpu_s_per_gib")
                 out.append(f"- disk write, {desc}: " + (f"{v:,.0f} MB/s" if v else
-                                                          f"failed: {short(lim.get(key + '_error', '?'))}"))
+                                                          f"failed: {short(lim.get(key + '_error', '?'))}")
+                           + (f" (dd's CPU: {c:.2f} s/GiB)" if v and c is not None else ""))
             v = lim.get("dd_dsync_writes_per_sec")
             out.append(f"- synchronous writes, dd bs=64k oflag=dsync × {cfg['dsync_count']}: " +
                        (f"{v:,.0f} writes/s ({lim['dd_dsync_mb_per_sec']:,.0f} MB/s)" if v else
@@ -1099,13 +1169,18 @@ class Suite:
         return "\n".join(out) if len(out) > 3 else ""
 
     # the issue's targets, checked against the medians ---------------------------------------
-    def share(self, row, kind, key):
-        """Median share of the machine's CPUs that `key` (client_cpu_s / broker_cpu_s) took
-        during a step: CPU seconds ÷ (wall seconds × CPUs)."""
+    def share(self, row, kind, who):
+        """Median share of the machine's CPUs that `who` ("client" / "broker") took during a
+        step, and whether over the client's own timed span (runs that sampled the CPU: the
+        busiest stretch that long) or over the whole step, start-up included (older runs)."""
         cpus = self.cpus or 1
-        vals = [e[key] / (e["wall_s"] * cpus) for e in self.res.get(row, kind)
-                if e["error"] is None and e.get(key) is not None and e.get("wall_s")]
-        return statistics.median(vals) if vals else None
+        es = [e for e in self.res.get(row, kind) if e["error"] is None]
+        busy = [e[f"{who}_busy"] for e in es if e.get(f"{who}_busy") is not None]
+        if busy:
+            return statistics.median(busy), True
+        vals = [e[f"{who}_cpu_s"] / (e["wall_s"] * cpus) for e in es
+                if e.get(f"{who}_cpu_s") is not None and e.get("wall_s")]
+        return (statistics.median(vals) if vals else None), False
 
     def targets_text(self) -> str:
         """Each target of the performance issue, met or not, from this run's medians; where a
@@ -1139,9 +1214,10 @@ class Suite:
             text = f"{what}: {r / k:.2f}× Kafka (target 2×)"
             if r / k < 2:
                 why = []
-                cs, bs = self.share(rid, "runnel", "client_cpu_s"), self.share(rid, "runnel", "broker_cpu_s")
+                (cs, timed), (bs, _) = self.share(rid, "runnel", "client"), self.share(rid, "runnel", "broker")
                 if cs is not None and bs is not None:
-                    why.append(f"with Runnel the client process used {cs:.0%} of the {self.cpus} CPUs "
+                    span = " while it moved the records (the span it timed itself)" if timed else ""
+                    why.append(f"with Runnel the client process used {cs:.0%} of the {self.cpus} CPUs{span} "
                                f"and the broker {bs:.0%}")
                 m = med(rid, "mock")
                 if bound == "mock" and m:
@@ -1171,6 +1247,10 @@ class Suite:
                     text += (f" — Runnel's broker used {rc:.2f} s of CPU per GiB, the mock cluster {mc:.2f}: "
                              "the mock keeps the batches in memory, Runnel writes them to the page cache "
                              "(a copy into the filesystem), on the two CPUs the client also runs on")
+                    dd = self.limits.get("dd_buffered_cpu_s_per_gib")
+                    if dd:
+                        text += (f"; writing a GiB into the page cache alone took dd {dd:.2f} s of CPU in "
+                                 f"this run, so the mock's {mc:.2f} plus that is {mc + dd:.2f}")
                 put(r / m >= want, text)
         if self.sel(2):
             r, m = med("2m.rps", "runnel", "cpu_s_per_gib"), med("2m.rps", "mock", "cpu_s_per_gib")

@@ -59,3 +59,19 @@ def test_the_fsync_probe_measures_the_disk_and_cleans_up(tmp_path):
     assert d["writers"] == 2 and d["size"] == 4096
     assert d["mb_per_sec"] > 0 and d["fsyncs_per_sec"] > 0, d
     assert list(tmp_path.iterdir()) == [], "the probe left its files behind"
+
+
+def test_the_busiest_window_finds_the_span_the_client_worked_in():
+    sys.path.insert(0, str(BENCH))
+    from suite import busiest_window
+    # A client idle for 3 s (a JVM starting, a group join), then 1 s at 1.8 of 2 CPUs
+    # beside a broker at 0.2: its own 1 s figure, not the 4 s run, is what it worked in.
+    samples = [(t / 10, 0.0, 0.0) for t in range(31)]
+    samples += [(3 + t / 10, 0.18 * t, 0.02 * t) for t in range(1, 11)]
+    client, broker = busiest_window(samples, 1.0, 2)
+    assert abs(client - 0.9) < 1e-9 and abs(broker - 0.1) < 1e-9, (client, broker)
+    whole = samples[-1][1] / (samples[-1][0] * 2)
+    assert whole < 0.25  # the whole run's share would have hidden a saturated client
+    # A span longer than the run: the whole run; too few samples: no figure.
+    assert busiest_window(samples, 10.0, 2)[0] == whole
+    assert busiest_window(samples[:1], 1.0, 2) == (None, None)
