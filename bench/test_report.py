@@ -75,3 +75,11 @@ def test_the_busiest_window_finds_the_span_the_client_worked_in():
     # A span longer than the run: the whole run; too few samples: no figure.
     assert busiest_window(samples, 10.0, 2)[0] == whole
     assert busiest_window(samples[:1], 1.0, 2) == (None, None)
+
+
+def test_a_run_that_sampled_cpu_quotes_the_clients_share_while_they_worked():
+    out = report(BENCH / "results-2026-12-05h.json")
+    lines = [ln for ln in out.splitlines() if ln.startswith("- not met: scenario")]
+    assert lines and all("while it moved the records" in ln for ln in lines), lines
+    mock = [ln for ln in out.splitlines() if ln.startswith("- not met: 1 KiB with runnel perf produce")]
+    assert mock and "writing a GiB into the page cache alone took dd" in mock[0], mock
