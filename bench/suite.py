@@ -58,10 +58,10 @@ MOCK_PRODUCERS = {"m": ("Python producer", "confluent-kafka"),
 CODECS = (("7l", "lz4"), ("7z", "zstd"))
 
 SIZES = {
-    "default": dict(n100=2_000_000, n1k=500_000, warm=300_000, lat_warmup=5.0, lat_duration=20.0,
+    "default": dict(n100=2_000_000, n1k=500_000, warm_produce=(4, 2_000_000), warm_consume=6, lat_warmup=5.0, lat_duration=20.0,
                     n_fsync=200_000, idle_topics=100, idle_parts=10, idle_wait=10.0, idle_settle=5.0,
                     iperf_secs=5, dd_mib=2048, dsync_count=2000, fsync_secs=3.0, step_timeout=600, runs=3),
-    "quick": dict(n100=50_000, n1k=20_000, warm=10_000, lat_warmup=2.0, lat_duration=5.0,
+    "quick": dict(n100=50_000, n1k=20_000, warm_produce=(1, 10_000), warm_consume=1, lat_warmup=2.0, lat_duration=5.0,
                   n_fsync=10_000, idle_topics=100, idle_parts=10, idle_wait=3.0, idle_settle=2.0,
                   iperf_secs=2, dd_mib=256, dsync_count=300, fsync_secs=1.0, step_timeout=240, runs=1),
 }
@@ -715,7 +715,7 @@ class Suite:
             info["start_s"] = round(b.start(cfg["start_timeout"]), 1)
             info["pid"] = b.pid
             log(f"  {LABEL[kind]} ready on {b.bootstrap} in {info['start_s']} s (pid {b.pid})")
-            self.run_scenarios(b, kind, run, logdir)
+            self.run_scenarios(b, kind, run, logdir, info)
         except BrokerDied as e:
             log(f"  {LABEL[kind]}: {e}")
             done = {(e_["row"]) for e_ in self.res.entries if e_["kind"] == kind and e_["run"] == run}
@@ -730,17 +730,42 @@ class Suite:
             if not self.args.keep:
                 shutil.rmtree(b.dir / "data", ignore_errors=True)
 
-    def run_scenarios(self, b: Broker, kind: str, run: int, logdir: Path) -> None:
+    def warm_up(self, b: Broker, kind: str, logdir: Path, info: dict) -> None:
+        """Untimed passes of produce and consume work before the timed steps, the same for
+        both brokers. Kafka's JVM compiles its produce and fetch paths as they run: passes of
+        `runnel perf produce` (2M × 100 B) took its broker 2.07 s of CPU in the first pass and
+        0.75 s by the fourth, and passes of `runnel perf consume` (500k × 1 KiB) 0.58 s in the
+        first and 0.16–0.21 s from the fifth, while Runnel's stayed level. Measured against a
+        JVM that had only produced 300k records, Kafka's consume path ran at half its speed.
+        Each pass's MB/s and broker CPU go to the log and to `info["warmup"]`."""
+        cfg, passes = self.cfg, []
+        info["warmup"] = passes
+
+        def one(what, cmd, nbytes, parse):
+            out, m = self.measured(b, cmd, f"warmup-{what}{len(passes)}", nbytes, logdir)
+            m.pop("_samples")
+            mbs = parse(out)
+            passes.append({"what": what, "mbs": round(mbs, 1), "broker_cpu_s": m["broker_cpu_s"]})
+            log(f"  {LABEL[kind]} warm-up {what} pass: {mbs:,.1f} MB/s, broker CPU {m['broker_cpu_s']:.2f} s")
+
+        n_passes, n = cfg["warm_produce"]
+        b.create_topic("bench-warmup")
+        for _ in range(n_passes):
+            one("produce", self.rp(b, "bench-warmup", n, 100), n * 100,
+                lambda out: parse_perf_produce(out, n)["records_per_sec"] * 100 / 1e6)
+        n1k = cfg["n1k"]
+        b.create_topic("bench-warmup-1k")
+        run_client(self.rp(b, "bench-warmup-1k", n1k, 1024), cfg["step_timeout"], logdir, "warmup-1k")
+        for _ in range(cfg["warm_consume"]):
+            one("consume", [RUNNEL, "--bootstrap-server", b.bootstrap, "perf", "consume", "--topic",
+                            "bench-warmup-1k", "--messages", n1k], n1k * 1024,
+                lambda out: float(parse_perf_consume(out, n1k)["MB.sec"]) * 1.048576)
+
+    def run_scenarios(self, b: Broker, kind: str, run: int, logdir: Path, info: dict) -> None:
         cfg = self.cfg
         n100, n1k = cfg["n100"], cfg["n1k"]
-        # untimed warm-up (JIT for Kafka, page cache/allocator for both)
-        if cfg["warm"]:
-            def warm():
-                b.create_topic("bench-warmup")
-                t = time.monotonic()
-                run_client(self.pp(b, "bench-warmup", cfg["warm"], 100), cfg["step_timeout"], logdir, "warmup")
-                log(f"  {LABEL[kind]} warm-up: {cfg['warm']:,} × 100 B in {time.monotonic() - t:.1f} s")
-            self.step(b, kind, run, ["warmup"], warm)
+        if cfg.get("warm_produce"):
+            self.step(b, kind, run, ["warmup"], lambda: self.warm_up(b, kind, logdir, info))
 
         if self.sel(1):
             self.produce_rows(b, kind, run, "1", "pp", "s1-pp", n100, 100, logdir)
@@ -1097,6 +1122,30 @@ class Suite:
                          f"{self.cell(rid, 'kafka', r['fmt'])} | {ratio} | {fmt_num(cr, 'f2')} | {fmt_num(ck, 'f2')} |")
         return "\n".join(lines)
 
+    def warmup_text(self) -> str:
+        """The untimed warm-up's first and last pass for each broker (median over runs), which
+        shows whether the timed steps met a broker still warming up."""
+        parts = []
+        for kind in KINDS:
+            runs = [s["warmup"] for s in self.sessions if s.get("kind") == kind and s.get("warmup")]
+            said = []
+            for what in ("produce", "consume"):
+                ps = [[p for p in w if p["what"] == what] for w in runs]
+                ps = [x for x in ps if x]
+                if not ps:
+                    continue
+                med = lambda i, k: statistics.median(x[i][k] for x in ps)  # noqa: E731
+                said.append(f"{what} {med(0, 'mbs'):,.0f} → {med(-1, 'mbs'):,.0f} MB/s "
+                            f"(broker CPU {med(0, 'broker_cpu_s'):.2f} → {med(-1, 'broker_cpu_s'):.2f} s)")
+            if said:
+                parts.append(f"{LABEL[kind]} " + ", ".join(said))
+        if not parts:
+            return ""
+        n_passes, n = self.cfg["warm_produce"]
+        return (f"Before its timed steps each broker ran the same untimed warm-up: {n_passes} × {n:,} × 100 B "
+                f"with runnel perf produce, then {self.cfg['warm_consume']} × {self.cfg['n1k']:,} × 1 KiB with "
+                f"runnel perf consume. First → last pass, median of runs: " + "; ".join(parts) + ". ")
+
     def limits_text(self) -> str:
         lim, cfg = self.limits, self.cfg
         out = ["", "Machine limits (measured in this run):", ""]
@@ -1347,7 +1396,7 @@ def render(suite, cfg, minfo, summary) -> str:
             f"{minfo.get('cpus')} CPUs shared by brokers and clients; "
             + (f"load average {load['start'][0]:.2f} at start, {load['end'][0]:.2f} at end; " if load else "")
             + (f"CPU steal (hypervisor) {steal:.1f}% of the run; " if steal is not None else "")
-            + f"took {minutes:.1f} min. "
+            + f"took {minutes:.1f} min. " + suite.warmup_text() +
             f"{minfo.get('runnel_version', 'runnel ?')}, Kafka {', '.join(minfo.get('kafka_jars', []))}"
             + (f" (JVM: {minfo['kafka_jvm_opts']})" if minfo.get("kafka_jvm_opts") else "") + ", "
             f"confluent-kafka {minfo.get('confluent_kafka', '?')} (librdkafka {minfo.get('librdkafka', '?')}); "
@@ -1364,6 +1413,7 @@ def rerender(path: str) -> int:
     suite.rows, suite.limits = row_specs(d["config"]), d.get("limits") or {}
     suite.cpus = d["machine"].get("cpus") or suite.cpus
     suite.res.entries = d["results"]
+    suite.sessions = d.get("sessions", [])
     print(render(suite, d["config"], d["machine"], d), flush=True)
     return 0
 
