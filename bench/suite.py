@@ -58,10 +58,12 @@ MOCK_PRODUCERS = {"m": ("Python producer", "confluent-kafka"),
 CODECS = (("7l", "lz4"), ("7z", "zstd"))
 
 SIZES = {
-    "default": dict(n100=2_000_000, n1k=500_000, warm_produce=(4, 2_000_000), warm_consume=6, lat_warmup=5.0, lat_duration=20.0,
+    "default": dict(n100=2_000_000, n1k=500_000, warm_produce=(8, 2_000_000), warm_consume=16,
+                    lat_warmup=5.0, lat_duration=20.0,
                     n_fsync=200_000, idle_topics=100, idle_parts=10, idle_wait=10.0, idle_settle=5.0,
                     iperf_secs=5, dd_mib=2048, dsync_count=2000, fsync_secs=3.0, step_timeout=600, runs=3),
-    "quick": dict(n100=50_000, n1k=20_000, warm_produce=(1, 10_000), warm_consume=1, lat_warmup=2.0, lat_duration=5.0,
+    "quick": dict(n100=50_000, n1k=20_000, warm_produce=(1, 10_000), warm_consume=1,
+                  lat_warmup=2.0, lat_duration=5.0,
                   n_fsync=10_000, idle_topics=100, idle_parts=10, idle_wait=3.0, idle_settle=2.0,
                   iperf_secs=2, dd_mib=256, dsync_count=300, fsync_secs=1.0, step_timeout=240, runs=1),
 }
@@ -732,11 +734,12 @@ class Suite:
 
     def warm_up(self, b: Broker, kind: str, logdir: Path, info: dict) -> None:
         """Untimed passes of produce and consume work before the timed steps, the same for
-        both brokers. Kafka's JVM compiles its produce and fetch paths as they run: passes of
-        `runnel perf produce` (2M × 100 B) took its broker 2.07 s of CPU in the first pass and
-        0.75 s by the fourth, and passes of `runnel perf consume` (500k × 1 KiB) 0.58 s in the
-        first and 0.16–0.21 s from the fifth, while Runnel's stayed level. Measured against a
-        JVM that had only produced 300k records, Kafka's consume path ran at half its speed.
+        both brokers. Kafka's JVM compiles its produce and fetch paths as they run. Here, back
+        to back passes of `runnel perf produce` (2M × 100 B) took its broker 2.73 s of CPU in
+        the first pass and 0.52 s in the eighth (103 → 279 MB/s), and passes of `runnel perf
+        consume` (500k × 1 KiB) 0.40 s in the first and 0.11–0.15 s from the twelfth (1.2 →
+        2.0–2.9 GB/s); Runnel's stayed level. The 300k records produced before timing
+        scenario 3 until 2026-12-05 left Kafka's fetch path at about half its speed.
         Each pass's MB/s and broker CPU go to the log and to `info["warmup"]`."""
         cfg, passes = self.cfg, []
         info["warmup"] = passes
