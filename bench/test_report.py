@@ -83,3 +83,19 @@ def test_a_run_that_sampled_cpu_quotes_the_clients_share_while_they_worked():
     assert lines and all("while it moved the records" in ln for ln in lines), lines
     mock = [ln for ln in out.splitlines() if ln.startswith("- not met: 1 KiB with runnel perf produce")]
     assert mock and "writing a GiB into the page cache alone took dd" in mock[0], mock
+
+
+def test_the_report_gives_each_brokers_first_and_last_warm_up_pass():
+    path = BENCH / "results-2026-12-05i.json"
+    data = json.loads(path.read_text())
+    out = report(path)
+    n_passes, n = data["config"]["warm_produce"]
+    assert f"untimed warm-up: {n_passes} × {n:,} × 100 B with runnel perf produce" in out
+    for kind, label in (("runnel", "Runnel"), ("kafka", "Kafka")):
+        runs = [s["warmup"] for s in data["sessions"] if s["kind"] == kind and s.get("warmup")]
+        assert len(runs) == data["config"]["runs"], f"{kind}: a run without warm-up passes"
+        produce = [[p for p in w if p["what"] == "produce"] for w in runs]
+        first = sorted(w[0]["broker_cpu_s"] for w in produce)[len(runs) // 2]
+        last = sorted(w[-1]["broker_cpu_s"] for w in produce)[len(runs) // 2]
+        assert f"{label} produce" in out
+        assert f"(broker CPU {first:.2f} → {last:.2f} s)" in out, (kind, first, last)
