@@ -276,10 +276,11 @@ pub async fn produce(b: &Bootstrap, a: ProduceArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| reach(e, &b.bootstrap_server))?;
     let mut pending = Vec::new();
+    let topic: std::sync::Arc<str> = a.topic.as_str().into();
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let line = line?;
-        let mut rec = ProducerRecord::new(&a.topic);
+        let mut rec = ProducerRecord::new(topic.clone());
         rec.partition = a.partition;
         rec.headers = headers.clone();
         match &a.key_separator {
@@ -631,6 +632,7 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
             let producer = Producer::connect(cfg)
                 .await
                 .map_err(|e| reach(e, &b.bootstrap_server))?;
+            let topic: std::sync::Arc<str> = topic.into();
             let payload = Bytes::from(
                 (0..record_size)
                     .map(|i| b'A' + (i % 26) as u8)

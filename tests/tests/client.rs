@@ -332,7 +332,7 @@ async fn delivery_callbacks_report_each_records_offset_and_a_refused_batch() {
     for i in 0..200 {
         let m = seen[&i].as_ref().expect("delivered");
         assert_eq!(
-            (m.topic.as_str(), m.partition, m.offset),
+            (&*m.topic, m.partition, m.offset),
             ("callbacks", 0, i as i64),
             "record {i} lands at its own offset, in send order"
         );
