@@ -499,6 +499,15 @@ class Results:
     def get(self, row, kind):
         return [e for e in self.entries if e["row"] == row and e["kind"] == kind]
 
+    def run_ratios(self, row) -> list:
+        """Runnel's figure ÷ Kafka's, run by run: the two ran one after the other in each
+        run, so the spread of these shows how far the machine's noise moves the median."""
+        def by_run(kind):
+            return {e["run"]: e["value"] for e in self.get(row, kind)
+                    if e["error"] is None and isinstance(e["value"], (int, float)) and not math.isnan(e["value"])}
+        r, k = by_run("runnel"), by_run("kafka")
+        return [r[i] / k[i] for i in sorted(r) if k.get(i)]
+
     def median(self, row, kind, key="value"):
         vals = [e[key] for e in self.get(row, kind) if e["error"] is None and e[key] is not None
                 and not (isinstance(e[key], float) and math.isnan(e[key]))]
@@ -1110,8 +1119,9 @@ class Suite:
         return s
 
     def table(self) -> str:
-        lines = ["| scenario | metric | Runnel | Kafka | Runnel/Kafka ratio | Runnel broker CPU s/GiB | Kafka broker CPU s/GiB |",
-                 "|---|---|---:|---:|---:|---:|---:|"]
+        lines = ["| scenario | metric | Runnel | Kafka | Runnel/Kafka ratio | ratio, lowest–highest run "
+                 "| Runnel broker CPU s/GiB | Kafka broker CPU s/GiB |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in self.rows:
             if r["scenario"] not in self.only:
                 continue
@@ -1120,9 +1130,12 @@ class Suite:
                 continue  # a row this run did not have (an older run's JSON)
             vr, vk = self.res.median(rid, "runnel"), self.res.median(rid, "kafka")
             ratio = f"{vr / vk:.2f}" if vr is not None and vk else "—"
+            per_run = self.res.run_ratios(rid)
+            spread = f"{min(per_run):.2f}–{max(per_run):.2f}" if len(per_run) > 1 else "—"
             cr, ck = self.res.median(rid, "runnel", "cpu_s_per_gib"), self.res.median(rid, "kafka", "cpu_s_per_gib")
             lines.append(f"| {r['label']} | {r['metric']} | {self.cell(rid, 'runnel', r['fmt'])} | "
-                         f"{self.cell(rid, 'kafka', r['fmt'])} | {ratio} | {fmt_num(cr, 'f2')} | {fmt_num(ck, 'f2')} |")
+                         f"{self.cell(rid, 'kafka', r['fmt'])} | {ratio} | {spread} | {fmt_num(cr, 'f2')} | "
+                         f"{fmt_num(ck, 'f2')} |")
         return "\n".join(lines)
 
     def warmup_text(self) -> str:
@@ -1263,7 +1276,9 @@ class Suite:
             if r is None or not k:
                 unmet.append(f"{what}: no figure (failed)")
                 continue
-            text = f"{what}: {r / k:.2f}× Kafka (target 2×)"
+            per_run = self.res.run_ratios(rid)
+            spread = f", {min(per_run):.2f}–{max(per_run):.2f}× run by run" if len(per_run) > 1 else ""
+            text = f"{what}: {r / k:.2f}× Kafka{spread} (target 2×)"
             if r / k < 2:
                 why = []
                 (cs, timed), (bs, _) = self.share(rid, "runnel", "client"), self.share(rid, "runnel", "broker")

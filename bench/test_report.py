@@ -99,3 +99,32 @@ def test_the_report_gives_each_brokers_first_and_last_warm_up_pass():
         last = sorted(w[-1]["broker_cpu_s"] for w in produce)[len(runs) // 2]
         assert f"{label} produce" in out
         assert f"(broker CPU {first:.2f} → {last:.2f} s)" in out, (kind, first, last)
+
+
+def test_ratios_run_by_run_pair_each_runs_two_brokers_and_skip_failures():
+    sys.path.insert(0, str(BENCH))
+    from suite import Results
+    res = Results()
+    for run, (r, k) in enumerate([(300.0, 100.0), (200.0, 200.0), (500.0, None), (90.0, 60.0)], 1):
+        res.ok("1r.rps", "runnel", run, r)
+        if k is None:
+            res.fail(["1r.rps"], "kafka", run, "broker died")
+        else:
+            res.ok("1r.rps", "kafka", run, k)
+    res.ok("1r.rps", "mock", 1, 1000.0)  # not a pair
+    assert res.run_ratios("1r.rps") == [3.0, 1.0, 1.5]
+    assert res.run_ratios("2r.rps") == []
+
+
+def test_the_table_shows_each_rows_lowest_and_highest_run_ratio():
+    path = BENCH / "results-2026-12-05i.json"
+    data = json.loads(path.read_text())
+    out = report(path)
+
+    def run_values(kind):
+        return {e["run"]: e["value"] for e in data["results"]
+                if e["row"] == "3r.mbs" and e["kind"] == kind and e["error"] is None}
+    r, k = run_values("runnel"), run_values("kafka")
+    ratios = [r[i] / k[i] for i in r]
+    row = next(ln for ln in out.splitlines() if ln.startswith("| 3r. "))
+    assert f"| {min(ratios):.2f}–{max(ratios):.2f} |" in row, row
