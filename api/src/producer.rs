@@ -314,7 +314,7 @@ impl ProducerConfig {
 #[derive(Debug, Clone, Default)]
 pub struct ProducerRecord {
     /// Topic. Shared, so that a loop sending to one topic does not copy its name for every
-    /// record (an allocation and a free per record, 6% of a 100-byte producer's CPU).
+    /// record (with [`RecordMetadata::topic`], 8% of `runnel perf produce`'s CPU at 100 B).
     pub topic: Arc<str>,
     /// Partition; `None` lets the partitioner choose.
     pub partition: Option<i32>,
@@ -1259,8 +1259,8 @@ fn finish(inner: &Inner, mut batch: ReadyBatch, result: Result<(i64, i64), Clien
     }
     release(inner, &mut batch);
     let n = batch.waiters.len();
-    // One copy of the name per batch: a String per record was an allocation and a free
-    // per acknowledged record (a tenth of a 100-byte producer's CPU went to the allocator).
+    // One copy of the name per batch: a String per record was an allocation, a copy and a
+    // free per acknowledged record.
     let topic: Arc<str> = Arc::from(batch.topic.as_str());
     for (i, (notify, ts)) in batch.waiters.into_iter().enumerate() {
         let r = match &result {
