@@ -655,6 +655,9 @@ class Suite:
         return [RUNNEL, "--bootstrap-server", b.bootstrap, "perf", "produce", "--topic", topic,
                 "--num-records", n, "--record-size", size, "--producer-props", *props]
 
+    def rc(self, b, topic, n):
+        return [RUNNEL, "--bootstrap-server", b.bootstrap, "perf", "consume", "--topic", topic, "--messages", n]
+
     def py(self, b, topic, n, size, acks="1"):
         return [sys.executable, CLIENTS, "produce", "--bootstrap", b.bootstrap, "--topic", topic,
                 "--num-records", n, "--record-size", size, "--acks", acks]
@@ -769,8 +772,7 @@ class Suite:
         b.create_topic("bench-warmup-1k")
         run_client(self.rp(b, "bench-warmup-1k", n1k, 1024), cfg["step_timeout"], logdir, "warmup-1k")
         for _ in range(cfg["warm_consume"]):
-            one("consume", [RUNNEL, "--bootstrap-server", b.bootstrap, "perf", "consume", "--topic",
-                            "bench-warmup-1k", "--messages", n1k], n1k * 1024,
+            one("consume", self.rc(b, "bench-warmup-1k", n1k), n1k * 1024,
                 lambda out: float(parse_perf_consume(out, n1k)["MB.sec"]) * 1.048576)
 
     def run_scenarios(self, b: Broker, kind: str, run: int, logdir: Path, info: dict) -> None:
@@ -827,8 +829,7 @@ class Suite:
             def consume_r():
                 if s2_topic is None:
                     raise StepError("scenario 2's produce failed: nothing to consume")
-                cmd = [RUNNEL, "--bootstrap-server", b.bootstrap, "perf", "consume", "--topic", s2_topic,
-                       "--messages", n1k]
+                cmd = self.rc(b, s2_topic, n1k)
                 out, m = self.measured(b, cmd, "3r", n1k * 1024, logdir)
                 d = parse_perf_consume(out, n1k)
                 v = float(d["MB.sec"]) * 1.048576
