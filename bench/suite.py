@@ -61,11 +61,13 @@ SIZES = {
     "default": dict(n100=2_000_000, n1k=500_000, warm_produce=(8, 2_000_000), warm_consume=16,
                     lat_warmup=5.0, lat_duration=20.0,
                     n_fsync=200_000, idle_topics=100, idle_parts=10, idle_wait=10.0, idle_settle=5.0,
-                    iperf_secs=5, dd_mib=2048, dsync_count=2000, fsync_secs=3.0, step_timeout=600, runs=3),
+                    iperf_secs=5, dd_mib=2048, dsync_count=2000, fsync_secs=3.0, step_timeout=600, runs=3,
+                    touch_memory=True),
     "quick": dict(n100=50_000, n1k=20_000, warm_produce=(1, 10_000), warm_consume=1,
                   lat_warmup=2.0, lat_duration=5.0,
                   n_fsync=10_000, idle_topics=100, idle_parts=10, idle_wait=3.0, idle_settle=2.0,
-                  iperf_secs=2, dd_mib=256, dsync_count=300, fsync_secs=1.0, step_timeout=240, runs=1),
+                  iperf_secs=2, dd_mib=256, dsync_count=300, fsync_secs=1.0, step_timeout=240, runs=1,
+                  touch_memory=False),
 }
 
 KINDS = ("runnel", "kafka")
@@ -188,6 +190,85 @@ def cpu_steal() -> tuple:
 def steal_pct(before: tuple, after: tuple) -> float:
     total = after[1] - before[1]
     return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# guest memory on a VM
+
+PAGE_REPORTING = Path("/sys/module/page_reporting/parameters/page_reporting_order")
+
+
+def buddy_max_order(buddyinfo: str):
+    """The largest order of free block the kernel keeps, from /proc/buddyinfo (each zone's
+    line gives one count per order after "Node N, zone NAME")."""
+    counts = [len(ln.split()) - 4 for ln in buddyinfo.splitlines() if ln.startswith("Node")]
+    return max(counts) - 1 if counts and max(counts) > 0 else None
+
+
+class PageReportingHold:
+    """Free page reporting, held off for the run and put back at exit.
+
+    A VM whose balloon device reports free pages (virtio-balloon, VIRTIO_BALLOON_F_REPORTING)
+    hands free guest memory back to the host a few seconds after it is freed; the guest's
+    next touch of such a page traps to the host, which backs and zeroes it again. Every
+    broker writes what it is sent into fresh page-cache pages, so how long ago that memory
+    was freed decided a large part of its CPU: on this project's VM, dd wrote 2 GiB into the
+    page cache at 0.4-1.1 GB/s into memory freed seconds before and at 4.4-5.0 GB/s into
+    memory freed a moment before, and one broker's CPU for the same produce run went from
+    0.13 s to 0.5-0.78 s and back as the phases came and went. The kernel reports only free
+    blocks of at least `page_reporting_order`; above the largest order it reports nothing."""
+
+    def __init__(self):
+        self.info: dict = {}
+        self.old = None
+
+    def hold(self) -> dict:
+        if not PAGE_REPORTING.exists():
+            self.info = {"present": False}
+            return self.info
+        self.old = PAGE_REPORTING.read_text().strip()
+        self.info = {"present": True, "order_was": int(self.old)}
+        try:
+            top = buddy_max_order(Path("/proc/buddyinfo").read_text())
+            if top is None:
+                raise OSError("no zones in /proc/buddyinfo")
+            PAGE_REPORTING.write_text(f"{top + 1}\n")
+            atexit.register(self.release)
+            order = int(PAGE_REPORTING.read_text().strip())
+            self.info.update(order=order, held=order > top)
+        except OSError as e:
+            self.info.update(held=False, error=f"{type(e).__name__}: {e}")
+        return self.info
+
+    def release(self) -> None:
+        if self.old is None:
+            return
+        try:
+            PAGE_REPORTING.write_text(self.old + "\n")
+        except OSError as e:
+            log(f"could not put page_reporting_order back to {self.old}: {e}")
+        self.old = None
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def touch_free_memory(reserve: int, timeout: float) -> dict:
+    """Has a child process write one byte into every page of the memory the kernel could
+    give it, less `reserve`, and exit: with reporting held off, the host then backs all of it
+    before anything is timed, and no broker meets memory the host took back."""
+    n = mem_available() - reserve
+    if n < GIB:
+        return {"gib": 0.0, "seconds": 0.0}
+    t = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import sys; n = int(sys.argv[1]); b = bytearray(n); "
+                    "b[::4096] = bytes([1]) * len(range(0, n, 4096))", str(n)],
+                   check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+    return {"gib": round(n / GIB, 2), "seconds": round(time.monotonic() - t, 2)}
 
 
 def admin(bootstrap: str):
@@ -599,6 +680,7 @@ class Suite:
         self.limits = {}
         self.sessions = []  # broker start/stop info for the raw JSON
         self.cpus = os.cpu_count()
+        self.page_reporting = PageReportingHold()
 
     def sel(self, s: int) -> bool:
         return s in self.only
@@ -1078,9 +1160,31 @@ class Suite:
                 lim[key + "_error"] = str(e)
 
     # ---------------------------------------------------------------------------------------
+    def hold_memory(self) -> None:
+        """Free page reporting off, then the free memory touched once (see
+        PageReportingHold); what happened goes to the report."""
+        info = self.page_reporting.hold()
+        if not info.get("present"):
+            log("free page reporting: not on this machine")
+        elif not info.get("held"):
+            log(f"free page reporting: on (order {info['order_was']}), could not hold it off: {info.get('error')}")
+        else:
+            log(f"free page reporting: held off for the run (page_reporting_order {info['order_was']} → "
+                f"{info['order']}, put back at exit)")
+            if self.cfg.get("touch_memory"):
+                log("touching the free memory once")
+                try:
+                    info["touched"] = touch_free_memory(2 * GIB, self.cfg["step_timeout"])
+                    log(f"  {info['touched']['gib']:.1f} GiB in {info['touched']['seconds']:.1f} s")
+                except (subprocess.SubprocessError, OSError) as e:
+                    info["touch_error"] = str(e)
+                    log(f"  failed: {e}")
+        self.limits["memory"] = info
+
     def run(self) -> None:
         self.rows = row_specs(self.cfg)
         self.runs = self.cfg["runs"]
+        self.hold_memory()
         if not self.args.no_limits:
             self.measure_limits()
         for run in range(1, self.runs + 1):
@@ -1166,6 +1270,8 @@ class Suite:
     def limits_text(self) -> str:
         lim, cfg = self.limits, self.cfg
         out = ["", "Machine limits (measured in this run):", ""]
+        if "memory" in lim:
+            out.append(memory_text(lim["memory"]))
         if not self.args.no_limits:
             if "iperf3_gbit_per_sec" in lim:
                 g = lim["iperf3_gbit_per_sec"]
@@ -1374,6 +1480,27 @@ class Suite:
         return "\n".join(out)
 
 
+def memory_text(m: dict) -> str:
+    """The report's line on free page reporting (PageReportingHold)."""
+    if not m.get("present"):
+        return "- free page reporting (a VM's balloon device taking free memory back): not on this machine"
+    what = ("- free page reporting (the VM's balloon device takes free guest memory back; the guest's next "
+            "touch of it traps to the host): ")
+    if not m.get("held"):
+        return (what + f"on (page_reporting_order {m['order_was']}); it could not be held off "
+                f"({short(m.get('error') or '?')}), so produce figures include the host backing fresh "
+                "page-cache pages again, which raised a broker's CPU per produce run 4-6× in phases")
+    what += f"held off for the run (page_reporting_order {m['order_was']} → {m['order']}, put back after)"
+    t = m.get("touched")
+    if t and t["gib"] > 0:
+        rate = t["gib"] * GIB / 1e9 / t["seconds"] if t["seconds"] else 0
+        what += (f"; then {t['gib']:.1f} GiB of free memory was touched once before anything was timed, "
+                 f"in {t['seconds']:.0f} s ({rate:.2f} GB/s)")
+    elif m.get("touch_error"):
+        what += f"; touching the free memory first failed: {short(m['touch_error'])}"
+    return what
+
+
 def machine_info() -> dict:
     info = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
     try:
@@ -1501,6 +1628,7 @@ def main() -> int:
         log(f"interrupted ({type(e).__name__}): stopping the brokers; the table has what was measured so far")
     finally:
         _cleanup()
+        suite.page_reporting.release()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

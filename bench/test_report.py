@@ -128,3 +128,33 @@ def test_the_table_shows_each_rows_lowest_and_highest_run_ratio():
     ratios = [r[i] / k[i] for i in r]
     row = next(ln for ln in out.splitlines() if ln.startswith("| 3r. "))
     assert f"| {min(ratios):.2f}–{max(ratios):.2f} |" in row, row
+
+
+def test_free_page_reporting_is_held_off_above_the_largest_order_and_put_back(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    import suite
+    assert suite.buddy_max_order("Node 0, zone      DMA      0      0      1\n"
+                                 "Node 0, zone   Normal    101    209    292    416\n") == 3
+    assert suite.buddy_max_order("") is None
+    param = tmp_path / "page_reporting_order"
+    monkeypatch.setattr(suite, "PAGE_REPORTING", param)
+    assert suite.PageReportingHold().hold() == {"present": False}
+    param.write_text("9\n")
+    monkeypatch.setattr(suite, "buddy_max_order", lambda _: 10)
+    hold = suite.PageReportingHold()
+    info = hold.hold()
+    assert info == {"present": True, "order_was": 9, "order": 11, "held": True}, info
+    assert param.read_text().strip() == "11"
+    line = suite.memory_text({**info, "touched": {"gib": 20.0, "seconds": 50.0}})
+    assert "held off for the run (page_reporting_order 9 → 11" in line, line
+    assert "20.0 GiB of free memory was touched once" in line and "(0.43 GB/s)" in line, line
+    hold.release()
+    assert param.read_text().strip() == "9"
+    hold.release()  # a second call (atexit after main's own) changes nothing
+    assert param.read_text().strip() == "9"
+    # Where it cannot be held off, the report says the figures carry it.
+    monkeypatch.setattr(suite, "buddy_max_order", lambda _: None)
+    info = suite.PageReportingHold().hold()
+    assert info["held"] is False and "buddyinfo" in info["error"], info
+    assert param.read_text().strip() == "9"
+    assert "could not be held off" in suite.memory_text(info)
