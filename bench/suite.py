@@ -219,15 +219,14 @@ class PageReportingHold:
     blocks of at least `page_reporting_order`; above the largest order it reports nothing."""
 
     def __init__(self):
-        self.info: dict = {}
         self.old = None
 
     def hold(self) -> dict:
+        """Holds reporting off where it can; what it found and did, for the report."""
         if not PAGE_REPORTING.exists():
-            self.info = {"present": False}
-            return self.info
+            return {"present": False}
         self.old = PAGE_REPORTING.read_text().strip()
-        self.info = {"present": True, "order_was": int(self.old)}
+        info = {"present": True, "order_was": int(self.old)}
         try:
             top = buddy_max_order(Path("/proc/buddyinfo").read_text())
             if top is None:
@@ -235,10 +234,10 @@ class PageReportingHold:
             PAGE_REPORTING.write_text(f"{top + 1}\n")
             atexit.register(self.release)
             order = int(PAGE_REPORTING.read_text().strip())
-            self.info.update(order=order, held=order > top)
+            info.update(order=order, held=order > top)
         except OSError as e:
-            self.info.update(held=False, error=f"{type(e).__name__}: {e}")
-        return self.info
+            info.update(held=False, error=f"{type(e).__name__}: {e}")
+        return info
 
     def release(self) -> None:
         if self.old is None:
@@ -588,6 +587,11 @@ class Results:
                     if e["error"] is None and isinstance(e["value"], (int, float)) and not math.isnan(e["value"])}
         r, k = by_run("runnel"), by_run("kafka")
         return [r[i] / k[i] for i in sorted(r) if k.get(i)]
+
+    def ratio_range(self, row):
+        """The lowest and highest of `run_ratios`, or None with fewer than two runs."""
+        per_run = self.run_ratios(row)
+        return (min(per_run), max(per_run)) if len(per_run) > 1 else None
 
     def median(self, row, kind, key="value"):
         vals = [e[key] for e in self.get(row, kind) if e["error"] is None and e[key] is not None
@@ -1235,8 +1239,8 @@ class Suite:
                 continue  # a row this run did not have (an older run's JSON)
             vr, vk = self.res.median(rid, "runnel"), self.res.median(rid, "kafka")
             ratio = f"{vr / vk:.2f}" if vr is not None and vk else "—"
-            per_run = self.res.run_ratios(rid)
-            spread = f"{min(per_run):.2f}–{max(per_run):.2f}" if len(per_run) > 1 else "—"
+            rr = self.res.ratio_range(rid)
+            spread = f"{rr[0]:.2f}–{rr[1]:.2f}" if rr else "—"
             cr, ck = self.res.median(rid, "runnel", "cpu_s_per_gib"), self.res.median(rid, "kafka", "cpu_s_per_gib")
             lines.append(f"| {r['label']} | {r['metric']} | {self.cell(rid, 'runnel', r['fmt'])} | "
                          f"{self.cell(rid, 'kafka', r['fmt'])} | {ratio} | {spread} | {fmt_num(cr, 'f2')} | "
@@ -1383,8 +1387,8 @@ class Suite:
             if r is None or not k:
                 unmet.append(f"{what}: no figure (failed)")
                 continue
-            per_run = self.res.run_ratios(rid)
-            spread = f", {min(per_run):.2f}–{max(per_run):.2f}× run by run" if len(per_run) > 1 else ""
+            rr = self.res.ratio_range(rid)
+            spread = f", {rr[0]:.2f}–{rr[1]:.2f}× run by run" if rr else ""
             text = f"{what}: {r / k:.2f}× Kafka{spread} (target 2×)"
             if r / k < 2:
                 why = []
