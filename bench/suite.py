@@ -193,7 +193,36 @@ def steal_pct(before: tuple, after: tuple) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# guest memory on a VM
+# kernel settings held for the run
+
+class SettingHold:
+    """One kernel setting (a file under /proc/sys or /sys), changed for the run and put back
+    at exit: atexit, and main's `finally`, so also on Ctrl-C and SIGTERM. A second put-back
+    changes nothing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.old = None
+
+    def set(self, value: str) -> str:
+        """Writes `value` and returns what the setting then reads (the kernel may refuse or
+        round it); the value it had first is what `release` puts back. Raises OSError."""
+        was = self.path.read_text().strip()
+        self.path.write_text(value + "\n")
+        if self.old is None:
+            self.old = was
+            atexit.register(self.release)
+        return self.path.read_text().strip()
+
+    def release(self) -> None:
+        if self.old is None:
+            return
+        try:
+            self.path.write_text(self.old + "\n")
+        except OSError as e:
+            log(f"could not put {self.path} back to {self.old}: {e}")
+        self.old = None
+
 
 PAGE_REPORTING = Path("/sys/module/page_reporting/parameters/page_reporting_order")
 
@@ -205,8 +234,8 @@ def buddy_max_order(buddyinfo: str):
     return max(counts) - 1 if counts and max(counts) > 0 else None
 
 
-class PageReportingHold:
-    """Free page reporting, held off for the run and put back at exit.
+class PageReportingHold(SettingHold):
+    """Free page reporting, held off for the run.
 
     A VM whose balloon device reports free pages (virtio-balloon, VIRTIO_BALLOON_F_REPORTING)
     hands free guest memory back to the host a few seconds after it is freed; the guest's
@@ -219,34 +248,54 @@ class PageReportingHold:
     blocks of at least `page_reporting_order`; above the largest order it reports nothing."""
 
     def __init__(self):
-        self.old = None
+        super().__init__(PAGE_REPORTING)
 
     def hold(self) -> dict:
         """Holds reporting off where it can; what it found and did, for the report."""
-        if not PAGE_REPORTING.exists():
+        if not self.path.exists():
             return {"present": False}
-        self.old = PAGE_REPORTING.read_text().strip()
-        info = {"present": True, "order_was": int(self.old)}
+        info = {"present": True, "order_was": int(self.path.read_text().strip())}
         try:
             top = buddy_max_order(Path("/proc/buddyinfo").read_text())
             if top is None:
                 raise OSError("no zones in /proc/buddyinfo")
-            PAGE_REPORTING.write_text(f"{top + 1}\n")
-            atexit.register(self.release)
-            order = int(PAGE_REPORTING.read_text().strip())
+            order = int(self.set(str(top + 1)))
             info.update(order=order, held=order > top)
         except OSError as e:
             info.update(held=False, error=f"{type(e).__name__}: {e}")
         return info
 
-    def release(self) -> None:
-        if self.old is None:
-            return
+
+TCP_CONGESTION = Path("/proc/sys/net/ipv4/tcp_congestion_control")
+
+
+class TcpCongestionHold(SettingHold):
+    """The TCP congestion control new connections get, set for the run (Linux's own default,
+    cubic, unless told otherwise).
+
+    This project's VM defaults to bbr. BBR paces every connection; with no pacing qdisc
+    (loopback has none) TCP paces by itself, arming a timer per burst, and on this VM that
+    made a 64 KiB segment over loopback cost the sender about 35 µs: one read of 500 MB of
+    Fetch answers from Runnel took about 7,000 timer interrupts (150 under cubic), ran at
+    1.9-2.2 GB/s, and cost the broker 0.24 s of CPU (3.4-4.9 GB/s and 0.03-0.07 s under
+    cubic; bench/README.md). Only connections opened after the change get it, so it is set
+    before any broker starts."""
+
+    def __init__(self):
+        super().__init__(TCP_CONGESTION)
+
+    def hold(self, want: str) -> dict:
+        """Sets `want` where it can; what it found and did, for the report."""
+        if not self.path.exists():
+            return {"present": False}
+        info = {"present": True, "was": self.path.read_text().strip(), "want": want}
+        if info["was"] == want:
+            return {**info, "now": want}
         try:
-            PAGE_REPORTING.write_text(self.old + "\n")
+            info["now"] = self.set(want)
         except OSError as e:
-            log(f"could not put page_reporting_order back to {self.old}: {e}")
-        self.old = None
+            info.update(now=info["was"], error=f"{type(e).__name__}: {e}")
+        return info
 
 
 def mem_available() -> int:
@@ -685,6 +734,7 @@ class Suite:
         self.sessions = []  # broker start/stop info for the raw JSON
         self.cpus = os.cpu_count()
         self.page_reporting = PageReportingHold()
+        self.tcp_congestion = TcpCongestionHold()
 
     def sel(self, s: int) -> bool:
         return s in self.only
@@ -1185,9 +1235,25 @@ class Suite:
                     log(f"  failed: {e}")
         self.limits["memory"] = info
 
+    def hold_tcp_congestion(self) -> None:
+        """The congestion control every connection of the run gets (TcpCongestionHold)."""
+        want = self.cfg["tcp_congestion"]
+        if want == "machine":
+            info = {"present": TCP_CONGESTION.exists(), "kept": True}
+            if info["present"]:
+                info["was"] = info["now"] = TCP_CONGESTION.read_text().strip()
+        else:
+            info = self.tcp_congestion.hold(want)
+        if info.get("present"):
+            log(f"TCP congestion control: {info['now']}" + (f" (the machine's {info['was']} put back at exit)"
+                                                             if info["now"] != info["was"] else "")
+                + (f"; could not set {want}: {info['error']}" if info.get("error") else ""))
+        self.limits["tcp_congestion"] = info
+
     def run(self) -> None:
         self.rows = row_specs(self.cfg)
         self.runs = self.cfg["runs"]
+        self.hold_tcp_congestion()
         self.hold_memory()
         if not self.args.no_limits:
             self.measure_limits()
@@ -1276,6 +1342,8 @@ class Suite:
         out = ["", "Machine limits (measured in this run):", ""]
         if "memory" in lim:
             out.append(memory_text(lim["memory"]))
+        if "tcp_congestion" in lim:
+            out.append(tcp_congestion_text(lim["tcp_congestion"]))
         if not self.args.no_limits:
             if "iperf3_gbit_per_sec" in lim:
                 g = lim["iperf3_gbit_per_sec"]
@@ -1505,6 +1573,22 @@ def memory_text(m: dict) -> str:
     return what
 
 
+def tcp_congestion_text(t: dict) -> str:
+    """The report's line on TCP congestion control (TcpCongestionHold)."""
+    what = "- TCP congestion control of every connection in the run: "
+    if not t.get("present"):
+        return what + "unknown (no /proc/sys/net/ipv4/tcp_congestion_control)"
+    if t.get("kept"):
+        return what + f"{t['now']}, the machine's (--tcp-congestion machine)"
+    if t.get("error"):
+        return (what + f"{t['now']}, the machine's; {t['want']} could not be set ({short(t['error'])}), so "
+                "the figures include what its pacing costs, if it paces (bbr does)")
+    if t["now"] == t["was"]:
+        return what + f"{t['now']}, the machine's own"
+    return (what + f"{t['now']}, set for the run (the machine's is {t['was']}, put back after; "
+            "bench/README.md says why)")
+
+
 def machine_info() -> dict:
     info = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
     try:
@@ -1588,6 +1672,9 @@ def main() -> int:
     ap.add_argument("--records-1k", type=int, help="records for the 1 KiB scenarios (2, 2r, 2m, 3)")
     ap.add_argument("--records-fsync", type=int, help="records for scenario 5")
     ap.add_argument("--no-limits", action="store_true", help="skip iperf3 / dd")
+    ap.add_argument("--tcp-congestion", metavar="NAME", default="cubic",
+                    help="TCP congestion control for every connection of the run, set for the run and put "
+                         "back after (default cubic, Linux's default; 'machine' keeps the machine's)")
     ap.add_argument("--tmpdir", help="where broker data directories go (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep data directories and logs")
     ap.add_argument("--report", metavar="FILE.json",
@@ -1597,7 +1684,7 @@ def main() -> int:
         return rerender(args.report)
 
     cfg = dict(SIZES["quick" if args.quick else "default"])
-    cfg.update(lat_rate=20.0, start_timeout=120)
+    cfg.update(lat_rate=20.0, start_timeout=120, tcp_congestion=args.tcp_congestion)
     if args.runs is not None:
         if args.runs < 1:
             ap.error("--runs must be >= 1")
@@ -1633,6 +1720,7 @@ def main() -> int:
     finally:
         _cleanup()
         suite.page_reporting.release()
+        suite.tcp_congestion.release()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

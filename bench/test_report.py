@@ -3,6 +3,7 @@ data still renders with the current report, and the disk probe that scenario 5's
 comes from measures something and leaves nothing behind."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,37 @@ def test_free_page_reporting_is_held_off_above_the_largest_order_and_put_back(tm
     assert info["held"] is False and "buddyinfo" in info["error"], info
     assert param.read_text().strip() == "9"
     assert "could not be held off" in suite.memory_text(info)
+
+
+def test_tcp_congestion_control_is_set_for_the_run_and_put_back(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    import suite
+    knob = tmp_path / "tcp_congestion_control"
+    monkeypatch.setattr(suite, "TCP_CONGESTION", knob)
+    assert suite.TcpCongestionHold().hold("cubic") == {"present": False}
+    assert "unknown" in suite.tcp_congestion_text({"present": False})
+    knob.write_text("bbr\n")
+    hold = suite.TcpCongestionHold()
+    info = hold.hold("cubic")
+    assert info == {"present": True, "was": "bbr", "want": "cubic", "now": "cubic"}, info
+    assert knob.read_text().strip() == "cubic"
+    line = suite.tcp_congestion_text(info)
+    assert "cubic, set for the run (the machine's is bbr, put back after" in line, line
+    hold.release()
+    assert knob.read_text().strip() == "bbr"
+    hold.release()  # a second call (atexit after main's own) changes nothing
+    assert knob.read_text().strip() == "bbr"
+    # Already the machine's: nothing is written, and nothing is put back.
+    knob.write_text("cubic\n")
+    hold = suite.TcpCongestionHold()
+    assert hold.hold("cubic")["now"] == "cubic" and hold.old is None
+    assert "cubic, the machine's own" in suite.tcp_congestion_text(hold.hold("cubic"))
+    # Where it cannot be set, the report says the figures carry the machine's.
+    knob.write_text("bbr\n")
+    knob.chmod(0o444)
+    if os.access(knob, os.W_OK):  # root writes read-only files: make the write fail another way
+        monkeypatch.setattr(suite.SettingHold, "set", lambda self, v: (_ for _ in ()).throw(PermissionError("denied")))
+    info = suite.TcpCongestionHold().hold("cubic")
+    assert info["now"] == "bbr" and "denied" in info["error"].lower(), info
+    assert knob.read_text().strip() == "bbr"
+    assert "bbr, the machine's; cubic could not be set" in suite.tcp_congestion_text(info)
