@@ -277,9 +277,9 @@ class TcpCongestionHold(SettingHold):
     (loopback has none) TCP paces by itself, arming a timer per burst, and on this VM that
     made a 64 KiB segment over loopback cost the sender about 35 µs: one read of 500 MB of
     Fetch answers from Runnel took about 7,000 timer interrupts (150 under cubic), ran at
-    1.9-2.2 GB/s, and cost the broker 0.24 s of CPU (3.4-4.9 GB/s and 0.03-0.07 s under
-    cubic; bench/README.md). Only connections opened after the change get it, so it is set
-    before any broker starts."""
+    1.3-2.2 GB/s, and cost the broker 0.24-0.31 s of CPU (3.4-4.8 GB/s and 0.02-0.07 s
+    under cubic; bench/README.md). Only connections opened after the change get it, so it
+    is set before any broker starts."""
 
     def __init__(self):
         super().__init__(TCP_CONGESTION)
