@@ -137,20 +137,18 @@ fn real_main() -> anyhow::Result<()> {
         "warn"
     };
     runnel_broker::loggers::init(default_level);
-    // `perf consume` runs on one thread: each fetch response passes from the connection's
-    // reader to the fetch task to the polling task, and across two worker threads every
-    // hand-over is a wake-up on the other CPU, one the broker needs too (1M × 1 KiB, five
-    // pairs: +19% MB/s, a quarter less system time). `consume` keeps the worker pool: it
-    // writes to stdout as it goes, and a stalled pipe must not stall its group heartbeats;
-    // so do the producing commands, whose sender runs beside the application's loop.
-    let rt = match &cli.command {
-        Command::Perf(tools::PerfCmd::Consume { .. }) => {
-            tokio::runtime::Builder::new_current_thread()
-        }
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    }
-    .enable_all()
-    .build()?;
+    // Every command runs on the worker pool, `perf consume` included: with two workers the
+    // next fetch response is read from the socket while the last one is decoded. It ran on
+    // one thread for a while, which was faster under the bbr congestion control this
+    // project's VM defaults to, where every hand-over between CPUs also woke the paced
+    // sender (1M × 1 KiB: +19% MB/s). Under cubic, Linux's default and the benchmark's
+    // setting, one thread left the copy and the decoding in turn: each 6 MiB answer waited
+    // ~0.5 ms for the one before it to be decoded, then took ~1.3 ms to copy out of the
+    // socket. 500k × 1 KiB, alternating, 10 runs each: 3,236 MiB/s on the pool against
+    // 2,532 on one thread under cubic; 1,343 against 1,621 under bbr (6 runs each).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let b = cli.bootstrap;
     match cli.command {
         Command::Server(args) => rt.block_on(run_server(args)),
