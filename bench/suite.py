@@ -285,10 +285,13 @@ class TcpCongestionHold(SettingHold):
         super().__init__(TCP_CONGESTION)
 
     def hold(self, want: str) -> dict:
-        """Sets `want` where it can; what it found and did, for the report."""
+        """Sets `want` where it can ("machine": keeps the machine's); what it found and did,
+        for the report."""
         if not self.path.exists():
             return {"present": False}
         info = {"present": True, "was": self.path.read_text().strip(), "want": want}
+        if want == "machine":
+            return {**info, "now": info["was"], "kept": True}
         if info["was"] == want:
             return {**info, "now": want}
         try:
@@ -1238,12 +1241,7 @@ class Suite:
     def hold_tcp_congestion(self) -> None:
         """The congestion control every connection of the run gets (TcpCongestionHold)."""
         want = self.cfg["tcp_congestion"]
-        if want == "machine":
-            info = {"present": TCP_CONGESTION.exists(), "kept": True}
-            if info["present"]:
-                info["was"] = info["now"] = TCP_CONGESTION.read_text().strip()
-        else:
-            info = self.tcp_congestion.hold(want)
+        info = self.tcp_congestion.hold(want)
         if info.get("present"):
             log(f"TCP congestion control: {info['now']}" + (f" (the machine's {info['was']} put back at exit)"
                                                              if info["now"] != info["was"] else "")

@@ -184,6 +184,12 @@ def test_tcp_congestion_control_is_set_for_the_run_and_put_back(tmp_path, monkey
     hold = suite.TcpCongestionHold()
     assert hold.hold("cubic")["now"] == "cubic" and hold.old is None
     assert "cubic, the machine's own" in suite.tcp_congestion_text(hold.hold("cubic"))
+    # --tcp-congestion machine: nothing is written, and the report says it was asked for.
+    knob.write_text("bbr\n")
+    hold = suite.TcpCongestionHold()
+    info = hold.hold("machine")
+    assert info["now"] == "bbr" and info["kept"] and hold.old is None, info
+    assert "bbr, the machine's (--tcp-congestion machine)" in suite.tcp_congestion_text(info)
     # Where it cannot be set, the report says the figures carry the machine's.
     knob.write_text("bbr\n")
     knob.chmod(0o444)
