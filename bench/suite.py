@@ -204,10 +204,14 @@ class SettingHold:
         self.path = path
         self.old = None
 
-    def set(self, value: str) -> str:
-        """Writes `value` and returns what the setting then reads (the kernel may refuse or
-        round it); the value it had first is what `release` puts back. Raises OSError."""
-        was = self.path.read_text().strip()
+    def current(self):
+        """What the setting reads now, or None where this kernel has no such setting."""
+        return self.path.read_text().strip() if self.path.exists() else None
+
+    def set(self, value: str, was: str) -> str:
+        """Writes `value` over `was` (what `current` just read) and returns what the setting
+        then reads (the kernel may refuse or round it); the first `was` is what `release`
+        puts back. Raises OSError."""
         self.path.write_text(value + "\n")
         if self.old is None:
             self.old = was
@@ -252,14 +256,15 @@ class PageReportingHold(SettingHold):
 
     def hold(self) -> dict:
         """Holds reporting off where it can; what it found and did, for the report."""
-        if not self.path.exists():
+        was = self.current()
+        if was is None:
             return {"present": False}
-        info = {"present": True, "order_was": int(self.path.read_text().strip())}
+        info = {"present": True, "order_was": int(was)}
         try:
             top = buddy_max_order(Path("/proc/buddyinfo").read_text())
             if top is None:
                 raise OSError("no zones in /proc/buddyinfo")
-            order = int(self.set(str(top + 1)))
+            order = int(self.set(str(top + 1), was))
             info.update(order=order, held=order > top)
         except OSError as e:
             info.update(held=False, error=f"{type(e).__name__}: {e}")
@@ -287,15 +292,16 @@ class TcpCongestionHold(SettingHold):
     def hold(self, want: str) -> dict:
         """Sets `want` where it can ("machine": keeps the machine's); what it found and did,
         for the report."""
-        if not self.path.exists():
+        was = self.current()
+        if was is None:
             return {"present": False}
-        info = {"present": True, "was": self.path.read_text().strip(), "want": want}
+        info = {"present": True, "was": was, "want": want}
         if want == "machine":
-            return {**info, "now": info["was"], "kept": True}
-        if info["was"] == want:
+            return {**info, "now": was, "kept": True}
+        if was == want:
             return {**info, "now": want}
         try:
-            info["now"] = self.set(want)
+            info["now"] = self.set(want, was)
         except OSError as e:
             info.update(now=info["was"], error=f"{type(e).__name__}: {e}")
         return info

@@ -194,7 +194,7 @@ def test_tcp_congestion_control_is_set_for_the_run_and_put_back(tmp_path, monkey
     knob.write_text("bbr\n")
     knob.chmod(0o444)
     if os.access(knob, os.W_OK):  # root writes read-only files: make the write fail another way
-        monkeypatch.setattr(suite.SettingHold, "set", lambda self, v: (_ for _ in ()).throw(PermissionError("denied")))
+        monkeypatch.setattr(suite.SettingHold, "set", lambda self, v, was: (_ for _ in ()).throw(PermissionError("denied")))
     info = suite.TcpCongestionHold().hold("cubic")
     assert info["now"] == "bbr" and "denied" in info["error"].lower(), info
     assert knob.read_text().strip() == "bbr"
