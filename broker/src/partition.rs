@@ -21,9 +21,13 @@ pub struct Partition {
     /// Partition index.
     pub index: i32,
     log: Mutex<Log>,
-    /// One fsync at a time per partition; callers queued behind it usually find their
-    /// records already covered (group commit).
-    flush_turn: tokio::sync::Mutex<()>,
+    /// Who is fsyncing this log and what callers wait for (group commit, see
+    /// [`Partition::flush_to`]).
+    flushing: Mutex<Flushing>,
+    /// Changes after every fsync of this log, done or failed; waiting callers look again.
+    flushed: tokio::sync::watch::Sender<FlushOutcome>,
+    /// fsyncs of this log done by [`Partition::flush_to`] so far.
+    fsyncs: std::sync::atomic::AtomicU64,
     /// Fetches long-polling this partition (as Kafka's fetch purgatory is keyed by
     /// partition): an append wakes these, not every waiting fetch of the broker.
     watchers: Mutex<Vec<Arc<Notify>>>,
@@ -36,7 +40,9 @@ impl Partition {
             topic,
             index,
             log: Mutex::new(log),
-            flush_turn: tokio::sync::Mutex::new(()),
+            flushing: Mutex::new(Flushing::default()),
+            flushed: tokio::sync::watch::Sender::new(FlushOutcome::default()),
+            fsyncs: std::sync::atomic::AtomicU64::new(0),
             watchers: Mutex::new(Vec::new()),
         }
     }
@@ -152,34 +158,116 @@ impl Partition {
     }
 
     /// Makes the log durable up to `end` (`None`: whatever `flush.messages`/`flush.ms`
-    /// ask for now). The fsync runs off the async threads and without the log lock, so
-    /// appends go on meanwhile; concurrent callers share fsyncs: one runs at a time, and
-    /// a caller whose records an earlier fsync already covered returns without another.
-    pub async fn flush_to(&self, end: Option<i64>) -> std::io::Result<()> {
-        let _turn = self.flush_turn.lock().await;
-        let target = {
-            let mut log = self.log();
-            let done = match end {
-                Some(end) => log.recovery_point() >= end,
-                None => !log.needs_flush(crate::broker::now_ms()),
+    /// ask for now). Group commit: one blocking thread per log fsyncs while anyone waits,
+    /// each fsync covering everything appended before it began, and starts the next one
+    /// as soon as one ends, without a trip back through the async threads. Appends go
+    /// on meanwhile (the log lock is not held across the fsync); callers only wait until
+    /// an fsync covers their records.
+    pub async fn flush_to(self: &Arc<Self>, end: Option<i64>) -> std::io::Result<()> {
+        let mut outcome = self.flushed.subscribe();
+        let failures_before = outcome.borrow().failures;
+        let end = {
+            let mut flushing = self.flushing();
+            let log = self.log();
+            let end = match end {
+                Some(end) if log.recovery_point() >= end => return Ok(()),
+                Some(end) => end,
+                None if !log.needs_flush(crate::broker::now_ms()) => return Ok(()),
+                None => {
+                    // flush.ms elapsed or a segment rolled: one fsync even if the offsets
+                    // say everything is durable (the rolled file may not be).
+                    flushing.forced = true;
+                    log.log_end_offset()
+                }
             };
-            if done {
+            drop(log);
+            flushing.wanted = flushing.wanted.max(end);
+            if !std::mem::replace(&mut flushing.running, true) {
+                let me = self.clone();
+                tokio::task::spawn_blocking(move || me.flush_while_wanted());
+            }
+            end
+        };
+        loop {
+            let failure = {
+                let o = outcome.borrow_and_update();
+                (o.failures != failures_before).then(|| o.error.clone())
+            };
+            if self.log().recovery_point() >= end {
                 return Ok(());
             }
-            log.flush_target()
-        };
-        let up_to = target.up_to;
-        tokio::task::spawn_blocking(move || target.sync())
-            .await
-            .map_err(std::io::Error::other)??;
-        self.log().mark_flushed(up_to, crate::broker::now_ms());
-        Ok(())
+            if let Some((kind, msg)) = failure.flatten() {
+                return Err(std::io::Error::new(kind, msg));
+            }
+            outcome.changed().await.map_err(std::io::Error::other)?;
+        }
+    }
+
+    /// How many times [`Partition::flush_to`] fsynced this log (fewer than the callers
+    /// that waited, when they shared fsyncs).
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn flushing(&self) -> MutexGuard<'_, Flushing> {
+        self.flushing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The blocking side of [`Partition::flush_to`]: fsyncs until nothing is waited for,
+    /// or an fsync fails (its waiters get the error; the next caller starts afresh).
+    fn flush_while_wanted(&self) {
+        loop {
+            let target = {
+                let mut flushing = self.flushing();
+                let mut log = self.log();
+                if log.recovery_point() >= flushing.wanted && !flushing.forced {
+                    flushing.running = false;
+                    return;
+                }
+                flushing.forced = false;
+                log.flush_target()
+            };
+            let up_to = target.up_to;
+            self.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match target.sync() {
+                Ok(()) => {
+                    self.log().mark_flushed(up_to, crate::broker::now_ms());
+                    self.flushed.send_modify(|_| {});
+                }
+                Err(e) => {
+                    self.flushing().running = false;
+                    self.flushed.send_modify(|o| {
+                        o.failures += 1;
+                        o.error = Some((e.kind(), e.to_string()));
+                    });
+                    return;
+                }
+            }
+        }
     }
 
     /// The high watermark (== log end offset on a single node).
     pub fn high_watermark(&self) -> i64 {
         self.log().log_end_offset()
     }
+}
+
+/// What [`Partition::flush_to`] callers wait for, and whether a thread is fsyncing.
+#[derive(Debug, Default)]
+struct Flushing {
+    /// A blocking thread is in [`Partition::flush_while_wanted`].
+    running: bool,
+    /// The highest offset a caller waits to see durable.
+    wanted: i64,
+    /// One fsync is owed whatever the offsets say (flush.ms, a rolled segment).
+    forced: bool,
+}
+
+/// Failed fsyncs so far, and the last one's error (sent to the callers waiting on it).
+#[derive(Debug, Default)]
+struct FlushOutcome {
+    failures: u64,
+    error: Option<(std::io::ErrorKind, String)>,
 }
 
 /// Maps a batch error to the Kafka error code Apache Kafka returns for it.
@@ -191,5 +279,96 @@ pub fn batch_error_code(e: &BatchError) -> i16 {
         BatchError::TooLarge { .. } => E::MessageTooLarge.code(),
         BatchError::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
         BatchError::UnsupportedCompression(_) => E::UnsupportedCompressionType.code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TopicConfig, TopicDefaults};
+    use crate::log::LogCheckpoints;
+    use crate::log::batch::tests::encode_batch;
+    use kafka_protocol::records::Compression;
+    use std::collections::BTreeMap;
+
+    fn partition(dir: &std::path::Path, overrides: &[(&str, &str)]) -> Arc<Partition> {
+        let map: BTreeMap<String, String> =
+            overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let cfg = TopicConfig::new(&TopicDefaults::default(), map).unwrap();
+        let log = Log::open(dir, cfg, LogCheckpoints::default(), true, 0).unwrap().0;
+        Arc::new(Partition::new("t".into(), 0, log))
+    }
+
+    fn append(p: &Partition, n: usize) -> i64 {
+        let now = crate::broker::now_ms();
+        p.append_records(&encode_batch(n, now, Compression::None), now).unwrap().last_offset + 1
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_waiting_together_share_one_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), &[("flush.messages", "1")]);
+        let ends: Vec<i64> = (0..40).map(|_| append(&p, 3)).collect();
+        assert_eq!(p.log().recovery_point(), 0);
+        let waits: Vec<_> = ends
+            .iter()
+            .map(|&end| {
+                let p = p.clone();
+                tokio::spawn(async move { p.flush_to(Some(end)).await })
+            })
+            .collect();
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+        // The first fsync covered all 120 records; every later caller found them durable
+        // or waited on that same fsync.
+        assert_eq!(p.fsyncs(), 1);
+        assert_eq!(p.log().recovery_point(), 120);
+        // Nothing new: no fsync.
+        p.flush_to(Some(120)).await.unwrap();
+        assert_eq!(p.fsyncs(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_caller_returns_only_once_its_records_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), &[("flush.messages", "1")]);
+        // Appends race with fsyncs: some land while one runs and need the next.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    for _ in 0..25 {
+                        let end = append(&p, 2);
+                        p.flush_to(Some(end)).await.unwrap();
+                        let durable = p.log().recovery_point();
+                        assert!(durable >= end, "returned at {durable} before {end} was durable");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(p.log().recovery_point(), 400);
+        assert!((1..=200).contains(&p.fsyncs()), "{} fsyncs for 200 callers", p.fsyncs());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_due_flush_fsyncs_once_and_then_has_nothing_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        // flush.ms=0: every unflushed record is due at once (the broker's periodic check).
+        let p = partition(dir.path(), &[("flush.ms", "0")]);
+        let end = append(&p, 5);
+        p.flush_to(None).await.unwrap();
+        assert_eq!((p.fsyncs(), p.log().recovery_point()), (1, end));
+        p.flush_to(None).await.unwrap();
+        assert_eq!(p.fsyncs(), 1);
+        // Without flush.ms or flush.messages due, nothing is fsynced.
+        let dir = tempfile::tempdir().unwrap();
+        let q = partition(dir.path(), &[]);
+        append(&q, 5);
+        q.flush_to(None).await.unwrap();
+        assert_eq!((q.fsyncs(), q.log().recovery_point()), (0, 0));
     }
 }
