@@ -633,11 +633,14 @@ pub async fn perf(b: &Bootstrap, cmd: PerfCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| reach(e, &b.bootstrap_server))?;
             let topic: std::sync::Arc<str> = topic.into();
-            let payload = Bytes::from(
+            // Static, as the Java tool reuses one array: each record's copy of the value
+            // is then a pointer, with no reference count to bump and drop per record.
+            let payload = Bytes::from_static(Box::leak(
                 (0..record_size)
                     .map(|i| b'A' + (i % 26) as u8)
-                    .collect::<Vec<u8>>(),
-            );
+                    .collect::<Vec<u8>>()
+                    .into_boxed_slice(),
+            ));
             // Callbacks borrow the stats for the rest of the process (no reference count
             // bouncing between the sending thread and the sender's for every record).
             let stats: &'static Mutex<PerfStats> = Box::leak(Box::new(Mutex::new(PerfStats::new(
