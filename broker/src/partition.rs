@@ -21,11 +21,9 @@ pub struct Partition {
     /// Partition index.
     pub index: i32,
     log: Mutex<Log>,
-    /// Who is fsyncing this log and what callers wait for (group commit, see
-    /// [`Partition::flush_to`]).
-    flushing: Mutex<Flushing>,
-    /// Changes after every fsync of this log, done or failed; waiting callers look again.
-    flushed: tokio::sync::watch::Sender<FlushOutcome>,
+    /// One fsync at a time per partition; callers queued behind it usually find their
+    /// records already covered (group commit).
+    flush_turn: tokio::sync::Mutex<()>,
     /// fsyncs of this log done by [`Partition::flush_to`] so far.
     fsyncs: std::sync::atomic::AtomicU64,
     /// Fetches long-polling this partition (as Kafka's fetch purgatory is keyed by
@@ -40,8 +38,7 @@ impl Partition {
             topic,
             index,
             log: Mutex::new(log),
-            flushing: Mutex::new(Flushing::default()),
-            flushed: tokio::sync::watch::Sender::new(FlushOutcome::default()),
+            flush_turn: tokio::sync::Mutex::new(()),
             fsyncs: std::sync::atomic::AtomicU64::new(0),
             watchers: Mutex::new(Vec::new()),
         }
@@ -158,49 +155,29 @@ impl Partition {
     }
 
     /// Makes the log durable up to `end` (`None`: whatever `flush.messages`/`flush.ms`
-    /// ask for now). Group commit: one blocking thread per log fsyncs while anyone waits,
-    /// each fsync covering everything appended before it began, and starts the next one
-    /// as soon as one ends, without a trip back through the async threads. Appends go
-    /// on meanwhile (the log lock is not held across the fsync); callers only wait until
-    /// an fsync covers their records.
-    pub async fn flush_to(self: &Arc<Self>, end: Option<i64>) -> std::io::Result<()> {
-        let mut outcome = self.flushed.subscribe();
-        let failures_before = outcome.borrow().failures;
-        let end = {
-            let mut flushing = self.flushing();
-            let log = self.log();
-            let end = match end {
-                Some(end) if log.recovery_point() >= end => return Ok(()),
-                Some(end) => end,
-                None if !log.needs_flush(crate::broker::now_ms()) => return Ok(()),
-                None => {
-                    // flush.ms elapsed or a segment rolled: one fsync even if the offsets
-                    // say everything is durable (the rolled file may not be).
-                    flushing.forced = true;
-                    log.log_end_offset()
-                }
+    /// ask for now). The fsync runs off the async threads and without the log lock, so
+    /// appends go on meanwhile; concurrent callers share fsyncs: one runs at a time, and
+    /// a caller whose records an earlier fsync already covered returns without another.
+    pub async fn flush_to(&self, end: Option<i64>) -> std::io::Result<()> {
+        let _turn = self.flush_turn.lock().await;
+        let target = {
+            let mut log = self.log();
+            let done = match end {
+                Some(end) => log.recovery_point() >= end,
+                None => !log.needs_flush(crate::broker::now_ms()),
             };
-            drop(log);
-            flushing.wanted = flushing.wanted.max(end);
-            if !std::mem::replace(&mut flushing.running, true) {
-                let me = self.clone();
-                tokio::task::spawn_blocking(move || me.flush_while_wanted());
-            }
-            end
-        };
-        loop {
-            let failure = {
-                let o = outcome.borrow_and_update();
-                (o.failures != failures_before).then(|| o.error.clone())
-            };
-            if self.log().recovery_point() >= end {
+            if done {
                 return Ok(());
             }
-            if let Some((kind, msg)) = failure.flatten() {
-                return Err(std::io::Error::new(kind, msg));
-            }
-            outcome.changed().await.map_err(std::io::Error::other)?;
-        }
+            log.flush_target()
+        };
+        let up_to = target.up_to;
+        self.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || target.sync())
+            .await
+            .map_err(std::io::Error::other)??;
+        self.log().mark_flushed(up_to, crate::broker::now_ms());
+        Ok(())
     }
 
     /// How many times [`Partition::flush_to`] fsynced this log (fewer than the callers
@@ -209,65 +186,10 @@ impl Partition {
         self.fsyncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn flushing(&self) -> MutexGuard<'_, Flushing> {
-        self.flushing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The blocking side of [`Partition::flush_to`]: fsyncs until nothing is waited for,
-    /// or an fsync fails (its waiters get the error; the next caller starts afresh).
-    fn flush_while_wanted(&self) {
-        loop {
-            let target = {
-                let mut flushing = self.flushing();
-                let mut log = self.log();
-                if log.recovery_point() >= flushing.wanted && !flushing.forced {
-                    flushing.running = false;
-                    return;
-                }
-                flushing.forced = false;
-                log.flush_target()
-            };
-            let up_to = target.up_to;
-            self.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match target.sync() {
-                Ok(()) => {
-                    self.log().mark_flushed(up_to, crate::broker::now_ms());
-                    self.flushed.send_modify(|_| {});
-                }
-                Err(e) => {
-                    self.flushing().running = false;
-                    self.flushed.send_modify(|o| {
-                        o.failures += 1;
-                        o.error = Some((e.kind(), e.to_string()));
-                    });
-                    return;
-                }
-            }
-        }
-    }
-
     /// The high watermark (== log end offset on a single node).
     pub fn high_watermark(&self) -> i64 {
         self.log().log_end_offset()
     }
-}
-
-/// What [`Partition::flush_to`] callers wait for, and whether a thread is fsyncing.
-#[derive(Debug, Default)]
-struct Flushing {
-    /// A blocking thread is in [`Partition::flush_while_wanted`].
-    running: bool,
-    /// The highest offset a caller waits to see durable.
-    wanted: i64,
-    /// One fsync is owed whatever the offsets say (flush.ms, a rolled segment).
-    forced: bool,
-}
-
-/// Failed fsyncs so far, and the last one's error (sent to the callers waiting on it).
-#[derive(Debug, Default)]
-struct FlushOutcome {
-    failures: u64,
-    error: Option<(std::io::ErrorKind, String)>,
 }
 
 /// Maps a batch error to the Kafka error code Apache Kafka returns for it.
