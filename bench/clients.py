@@ -21,11 +21,13 @@ run as its own process, so the orchestrator never shares a GIL with a measured c
         On a topic with message.timestamp.type=LogAppendTime it also splits each latency at
         the broker's append stamp (ms): to_append_* and from_append_* percentiles.
 
-    clients.py fsync-writers --dir D [--writers 6] [--size 65536] [--seconds 3]
+    clients.py fsync-writers --dir D [--writers 6] [--size 65536] [--seconds 3] [--overwrite]
         The disk's ceiling for scenario 5's pattern: W threads, each appending SIZE bytes to
         its own file in D and fdatasync'ing after every write (as a broker fsyncs each of 6
         partitions' logs after each appended batch): one JSON line {"mb_per_sec",
-        "fsyncs_per_sec"}.
+        "fsyncs_per_sec"}. With --overwrite each file is first written (64 MiB, untimed)
+        and the timed writes go over it again, round and round: the file's length and
+        blocks stay as they are, so an fdatasync has no inode to write.
 
     clients.py fetch-loop --bootstrap B --topic T --partitions P --num-records N
                           [--record-size 1024] [--timeout 300]
@@ -398,27 +400,43 @@ def cmd_mock_cluster(_a) -> None:
     os._exit(0)  # skip destroying the cluster (and its data) on the way out
 
 
+# How much of each file --overwrite writes first and then goes over again.
+OVERWRITE_SPAN = 64 << 20
+
+
 def cmd_fsync_writers(a) -> None:
     import threading
 
     data = b"x" * a.size
     written = [0] * a.writers
     syncs = [0] * a.writers
+    span = (OVERWRITE_SPAN // a.size) * a.size
+    paths = [os.path.join(a.dir, f"fsync-writer-{os.getpid()}-{i}.bin") for i in range(a.writers)]
+    fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for p in paths]
+    if a.overwrite:
+        zeros = bytes(1 << 20)
+        for fd in fds:
+            for _ in range(span // len(zeros) + 1):
+                os.write(fd, zeros)
+            os.fsync(fd)
     start = time.monotonic()
     end = start + a.seconds
 
     def writer(i: int) -> None:
-        path = os.path.join(a.dir, f"fsync-writer-{os.getpid()}-{i}.bin")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, pos = fds[i], 0
         try:
-            while time.monotonic() < end:  # os.write and os.fdatasync release the GIL
-                os.write(fd, data)
+            while time.monotonic() < end:  # the writes and os.fdatasync release the GIL
+                if a.overwrite:
+                    os.pwrite(fd, data, pos)
+                    pos = (pos + len(data)) % span
+                else:
+                    os.write(fd, data)
                 os.fdatasync(fd)
                 written[i] += len(data)
                 syncs[i] += 1
         finally:
             os.close(fd)
-            os.unlink(path)
+            os.unlink(paths[i])
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(a.writers)]
     for t in threads:
@@ -458,6 +476,8 @@ def main() -> None:
     p.add_argument("--writers", type=int, default=6)
     p.add_argument("--size", type=int, default=65536)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="write over files written before, instead of appending")
     p = sub.add_parser("fetch-loop")
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)

@@ -51,9 +51,10 @@ def test_the_latest_run_checks_every_target_it_measured():
     assert "6 writers, each appending 64 KiB" in out
 
 
-def test_the_fsync_probe_measures_the_disk_and_cleans_up(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--overwrite"]], ids=["append", "overwrite"])
+def test_the_fsync_probe_measures_the_disk_and_cleans_up(tmp_path, mode):
     p = subprocess.run([sys.executable, str(BENCH / "clients.py"), "fsync-writers", "--dir", str(tmp_path),
-                        "--writers", "2", "--size", "4096", "--seconds", "0.3"],
+                        "--writers", "2", "--size", "4096", "--seconds", "0.3", *mode],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout.strip().splitlines()[-1])
