@@ -172,7 +172,8 @@ impl Partition {
             log.flush_target()
         };
         let up_to = target.up_to;
-        self.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.fsyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || target.sync())
             .await
             .map_err(std::io::Error::other)??;
@@ -214,16 +215,23 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn partition(dir: &std::path::Path, overrides: &[(&str, &str)]) -> Arc<Partition> {
-        let map: BTreeMap<String, String> =
-            overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let cfg = TopicConfig::new(&TopicDefaults::default(), map).unwrap();
-        let log = Log::open(dir, cfg, LogCheckpoints::default(), true, 0).unwrap().0;
+        let log = Log::open(dir, cfg, LogCheckpoints::default(), true, 0)
+            .unwrap()
+            .0;
         Arc::new(Partition::new("t".into(), 0, log))
     }
 
     fn append(p: &Partition, n: usize) -> i64 {
         let now = crate::broker::now_ms();
-        p.append_records(&encode_batch(n, now, Compression::None), now).unwrap().last_offset + 1
+        p.append_records(&encode_batch(n, now, Compression::None), now)
+            .unwrap()
+            .last_offset
+            + 1
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +272,10 @@ mod tests {
                         let end = append(&p, 2);
                         p.flush_to(Some(end)).await.unwrap();
                         let durable = p.log().recovery_point();
-                        assert!(durable >= end, "returned at {durable} before {end} was durable");
+                        assert!(
+                            durable >= end,
+                            "returned at {durable} before {end} was durable"
+                        );
                     }
                 })
             })
@@ -273,7 +284,11 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(p.log().recovery_point(), 400);
-        assert!((1..=200).contains(&p.fsyncs()), "{} fsyncs for 200 callers", p.fsyncs());
+        assert!(
+            (1..=200).contains(&p.fsyncs()),
+            "{} fsyncs for 200 callers",
+            p.fsyncs()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
