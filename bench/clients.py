@@ -412,19 +412,21 @@ def cmd_fsync_writers(a) -> None:
     syncs = [0] * a.writers
     span = (OVERWRITE_SPAN // a.size) * a.size
     paths = [os.path.join(a.dir, f"fsync-writer-{os.getpid()}-{i}.bin") for i in range(a.writers)]
-    fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for p in paths]
-    if a.overwrite:
-        zeros = bytes(1 << 20)
-        for fd in fds:
-            for _ in range(span // len(zeros) + 1):
-                os.write(fd, zeros)
-            os.fsync(fd)
-    start = time.monotonic()
-    end = start + a.seconds
+    fds = []
+    try:
+        for p in paths:
+            fds.append(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        if a.overwrite:
+            zeros = bytes(1 << 20)
+            for fd in fds:
+                for _ in range(span // len(zeros) + 1):
+                    os.write(fd, zeros)
+                os.fsync(fd)
+        start = time.monotonic()
+        end = start + a.seconds
 
-    def writer(i: int) -> None:
-        fd, pos = fds[i], 0
-        try:
+        def writer(i: int) -> None:
+            fd, pos = fds[i], 0
             while time.monotonic() < end:  # the writes and os.fdatasync release the GIL
                 if a.overwrite:
                     os.pwrite(fd, data, pos)
@@ -434,15 +436,19 @@ def cmd_fsync_writers(a) -> None:
                 os.fdatasync(fd)
                 written[i] += len(data)
                 syncs[i] += 1
-        finally:
-            os.close(fd)
-            os.unlink(paths[i])
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(a.writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(a.writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        # One place gives the files back, whatever failed (an open, the first write).
+        for fd in fds:
+            os.close(fd)
+        for p in paths:
+            if os.path.exists(p):
+                os.unlink(p)
     secs = time.monotonic() - start
     print(json.dumps({"writers": a.writers, "size": a.size, "seconds": secs,
                       "mb_per_sec": sum(written) / 1e6 / secs, "fsyncs_per_sec": sum(syncs) / secs}),
