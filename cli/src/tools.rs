@@ -619,17 +619,18 @@ impl PerfRun {
     ) {
         PERF_SHARD.with(|cell| {
             let mut cell = cell.borrow_mut();
-            if cell.as_ref().is_none_or(|s| s.run != self.id) {
-                let stats = std::sync::Arc::new(Mutex::new(PerfStats::default()));
-                lock(&self.shards).push(stats.clone());
-                *cell = Some(PerfShard {
-                    run: self.id,
-                    stats,
-                    batch: None,
-                });
-            }
-            let Some(shard) = cell.as_mut() else {
-                return;
+            let shard = match &mut *cell {
+                Some(shard) if shard.run == self.id => shard,
+                // This thread's first callback of the run.
+                slot => {
+                    let stats = std::sync::Arc::new(Mutex::new(PerfStats::default()));
+                    lock(&self.shards).push(stats.clone());
+                    slot.insert(PerfShard {
+                        run: self.id,
+                        stats,
+                        batch: None,
+                    })
+                }
             };
             let mut st = lock(&shard.stats);
             match r {
